@@ -1,0 +1,124 @@
+"""Checkpoints: the whole training state in one file, written atomically, resumed automatically.
+
+A run folder holds `checkpoint-last.pth` (rewritten every save) and `checkpoint-best.pth` (copied
+when the validation metric improves). A checkpoint is a plain dict, e.g.
+`{'model', 'optimizer', 'scaler', 'epoch', 'step', 'best_metric', 'config', 'rng'}`.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+LAST = "checkpoint-last.pth"
+BEST = "checkpoint-best.pth"
+_PREFIXES = ("module.", "_orig_mod.")
+
+# Official MAE checkpoints pickle their argparse namespace next to the weights.
+torch.serialization.add_safe_globals([argparse.Namespace])
+
+
+def save_checkpoint(state: Mapping[str, Any], path: str | Path) -> None:
+    """Write `state` to `path` atomically: a temp file in the same folder, fsync, then rename.
+
+    A crash mid-write leaves the previous file intact; readers never see a partial file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(dict(state), f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """Load a checkpoint file; a missing or unreadable file raises an error naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint '{path}' does not exist; check the path in your config")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # corrupt file, or pickled objects outside the allow-list
+        raise RuntimeError(f"cannot read checkpoint '{path}': {e}") from e
+
+
+def save_training_state(run_dir: str | Path, state: Mapping[str, Any], is_best: bool = False) -> None:
+    """Rank-0 helper: write `checkpoint-last.pth` and, when `is_best`, `checkpoint-best.pth`."""
+    run_dir = Path(run_dir)
+    save_checkpoint(state, run_dir / LAST)
+    if is_best:
+        tmp = run_dir / (BEST + ".tmp")
+        shutil.copyfile(run_dir / LAST, tmp)
+        os.replace(tmp, run_dir / BEST)
+
+
+def find_resume(run_dir: str | Path) -> Path | None:
+    """The run folder's last checkpoint, or None for a fresh run."""
+    p = Path(run_dir) / LAST
+    return p if p.is_file() else None
+
+
+def clean_state_dict(obj: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """A model state dict from a foreign file: unwrap `{'model': ...}` / `{'state_dict': ...}` and
+    strip the `module.` (DDP) and `_orig_mod.` (torch.compile) prefixes."""
+    for key in ("model", "state_dict", "model_state"):
+        if key in obj and isinstance(obj[key], Mapping):
+            obj = obj[key]
+            break
+    out = {}
+    for k, v in obj.items():
+        changed = True
+        while changed:
+            changed = False
+            for p in _PREFIXES:
+                if k.startswith(p):
+                    k, changed = k[len(p):], True
+        out[k] = v
+    return out
+
+
+def load_weights(model: torch.nn.Module, source: str | Path | Mapping[str, Any], strict: bool = False,
+                 verbose: bool = True) -> tuple[list[str], list[str]]:
+    """Load weights from a file or dict into `model`, tolerating wrappers and prefixes.
+
+    Returns (missing, unexpected) key lists. With `strict=False` mismatches are reported, not raised.
+    """
+    obj = load_checkpoint(source) if isinstance(source, (str, Path)) else source
+    sd = clean_state_dict(obj)
+    result = model.load_state_dict(sd, strict=strict)
+    if verbose and (result.missing_keys or result.unexpected_keys):
+        name = source if isinstance(source, (str, Path)) else "state dict"
+        print(f"[load_weights] {name}: {len(result.missing_keys)} missing, "
+              f"{len(result.unexpected_keys)} unexpected keys")
+    return list(result.missing_keys), list(result.unexpected_keys)
+
+
+def rng_state() -> dict[str, Any]:
+    """The Python, NumPy and torch RNG states (for exact resume)."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    numpy_state = (name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss)  # tensor: loads weights_only
+    return {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    random.setstate(state["python"])
+    name, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,0 +1,60 @@
+"""Device, precision and seeding: one switch each.
+
+    dev = pick_device("auto")                       # CUDA when present, else CPU
+    with autocast(dev, "bf16"): loss = model(x)     # fp32 | bf16 | fp16
+    scaler = make_scaler(dev, "fp16")               # enabled only for fp16
+"""
+from __future__ import annotations
+
+import contextlib
+import random
+
+import numpy as np
+import torch
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """'auto' -> cuda if available else cpu; 'cuda' without a GPU is an error that says so."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' requested but no CUDA GPU is visible; set device=auto or device=cpu")
+    return dev
+
+
+def check_precision(precision: str, device: torch.device) -> None:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got '{precision}'")
+    if precision == "fp16" and device.type == "cpu":
+        raise ValueError("precision fp16 needs a CUDA GPU; use bf16 or fp32 on CPU")
+
+
+def autocast(device: torch.device, precision: str):
+    """Autocast context for `precision` ('fp32' is a no-op context)."""
+    check_precision(precision, device)
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=_DTYPES[precision])
+
+
+def make_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler:
+    """GradScaler that is active only for fp16 (bf16 and fp32 need no loss scaling)."""
+    return torch.amp.GradScaler(device.type, enabled=(precision == "fp16"))
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA) for reproducible runs."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader `worker_init_fn`: derive NumPy/Python seeds from the worker's torch seed."""
+    s = torch.initial_seed() % 2**32
+    np.random.seed(s)
+    random.seed(s)

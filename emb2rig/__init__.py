@@ -1,0 +1,1 @@
+"""Stage package (filled by its issue)."""

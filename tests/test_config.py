@@ -1,0 +1,93 @@
+"""Configs: defaults -> YAML -> overrides; unknown keys and wrong types are errors naming the key."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import dataclass, field
+
+import pytest
+import yaml
+
+from common.config import ConfigError, check_choice, load_config, save_config
+
+
+@dataclass
+class Optim:
+    lr: float = 1e-3
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+
+
+@dataclass
+class Toy:
+    name: str = "toy"
+    epochs: int = 2
+    precision: str = "fp32"
+    optim: Optim = field(default_factory=Optim)
+    weights: dict[str, float] = field(default_factory=dict)
+    pretrained: str | None = None
+
+    def __post_init__(self):
+        check_choice("precision", self.precision, ["fp32", "bf16", "fp16"])
+
+
+def write(tmp_path, data):
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump(data))
+    return str(p)
+
+
+def test_layers_defaults_yaml_overrides(tmp_path):
+    path = write(tmp_path, {"epochs": 5, "optim": {"lr": 0.1}, "weights": {"pix": 2.0}})
+    cfg = load_config(Toy, [path, "optim.lr=0.5", "pretrained=ckpt.pth", "optim.betas=[0.0,0.99]"])
+    assert isinstance(cfg, Toy) and isinstance(cfg.optim, Optim)
+    assert (cfg.epochs, cfg.optim.lr, cfg.pretrained, cfg.optim.betas) == (5, 0.5, "ckpt.pth", [0.0, 0.99])
+    assert cfg.weights == {"pix": 2.0} and cfg.name == "toy"
+
+
+def test_default_file_used_when_no_path(tmp_path):
+    path = write(tmp_path, {"epochs": 7})
+    assert load_config(Toy, ["name=x"], default=path).epochs == 7
+
+
+@pytest.mark.parametrize("args,key,hint", [
+    (["epoch=3"], "epoch", "epochs"),
+    (["optim.lrr=3"], "optim.lrr", "optim.lr"),
+])
+def test_unknown_override_names_key_and_spelling(args, key, hint):
+    with pytest.raises(ConfigError, match=rf"'{key}'.*Did you mean '{hint}'"):
+        load_config(Toy, args)
+
+
+def test_unknown_yaml_key_names_file(tmp_path):
+    path = write(tmp_path, {"optim": {"betaz": [0.1, 0.2]}})
+    with pytest.raises(ConfigError, match=r"c\.yaml.*'optim\.betaz'.*'optim\.betas'"):
+        load_config(Toy, [path])
+
+
+def test_wrong_type_is_an_error():
+    with pytest.raises(ConfigError, match="epochs"):
+        load_config(Toy, ["epochs=three"])
+
+
+def test_validation_in_post_init():
+    with pytest.raises(ConfigError, match="precision.*'bf16'"):
+        load_config(Toy, ["precision=bf61"])
+
+
+def test_missing_file():
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(Toy, ["nope.yaml"])
+
+
+def test_saved_config_round_trips(tmp_path):
+    cfg = load_config(Toy, ["epochs=9", "weights.gan=0.5"])
+    save_config(cfg, tmp_path / "config.yaml")
+    assert load_config(Toy, [str(tmp_path / "config.yaml")]) == cfg
+
+
+def test_entry_script_rejects_bad_key_with_exit_code(tmp_path):
+    """A real entry point: a misspelt key exits non-zero and names it."""
+    code = ("from tests.test_config import Toy; from common.config import cli; cli(Toy)")
+    r = subprocess.run([sys.executable, "-c", code, "epoch=3"], capture_output=True, text=True)
+    assert r.returncode == 2
+    assert "epoch" in r.stderr and "epochs" in r.stderr
