@@ -9,31 +9,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from common.checkpoint import clean_state_dict
+
 from .pos_embed import interpolate_pos_embed
 
 __all__ = ["load_mae_checkpoint"]
 
-_PREFIXES = ("module.", "_orig_mod.")  # DistributedDataParallel, torch.compile
 _DECODER_KEYS = ("decoder_", "mask_token")  # the official decoder; everything else is the encoder
-
-
-# TODO: use common.checkpoint.clean_state_dict
-def _clean_state_dict(obj: dict) -> dict:
-    """Unwrap ``{'model': sd}`` / ``{'state_dict': sd}`` and strip DDP / compile key prefixes."""
-    for wrapper in ("model", "state_dict"):
-        if isinstance(obj.get(wrapper), dict):
-            obj = obj[wrapper]
-            break
-    out = {}
-    for key, value in obj.items():
-        stripped = True
-        while stripped:
-            stripped = False
-            for prefix in _PREFIXES:
-                if key.startswith(prefix):
-                    key, stripped = key[len(prefix):], True
-        out[key] = value
-    return out
 
 
 def _torch_load(path: Path, allow_pickle: bool) -> dict:
@@ -77,7 +59,7 @@ def load_mae_checkpoint(model: nn.Module, path: str | Path, *, allow_pickle: boo
     obj = _torch_load(path, allow_pickle)
     if not isinstance(obj, dict):
         raise ValueError(f"{path}: expected a dict with a 'model' state dict, got {type(obj).__name__}")
-    state_dict = _clean_state_dict(obj)
+    state_dict = clean_state_dict(obj)
     model_sd = model.state_dict()
     encoder_keys = [k for k in model_sd if not k.startswith(_DECODER_KEYS)]
     if not any(k in state_dict for k in encoder_keys):
