@@ -99,19 +99,31 @@ class Mlp(nn.Module):
         return self.fc2(self.act(self.fc1(x)))
 
 
-class Block(nn.Module):
-    """Pre-norm transformer block: x + attn(norm1(x)), then x + mlp(norm2(x))."""
+def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Stochastic depth: drop a residual branch per sample with probability p, rescale the rest."""
+    if p == 0.0 or not training:
+        return x
+    keep = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(1.0 - p)  # (N, 1, 1)
+    return x * keep / (1.0 - p)
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float):
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + attn(norm1(x)), then x + mlp(norm2(x)).
+
+    ``drop_path`` (stochastic depth, used by fine-tuning; 0 in pre-training) adds no parameters.
+    """
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, drop_path: float = 0.0):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
         self.attn = Attention(dim, num_heads)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.drop_prob = drop_path
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
+        x = x + drop_path(self.attn(self.norm1(x)), self.drop_prob, self.training)
+        return x + drop_path(self.mlp(self.norm2(x)), self.drop_prob, self.training)
 
 
 class MaskedAutoencoderViT(nn.Module):
