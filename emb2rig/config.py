@@ -1,0 +1,84 @@
+"""Stage-3b config: `configs/configs_emb2rig_multi.yaml` (paper) and `configs/demo/emb2rig.yaml` (CPU demo).
+
+Paths are relative to the repo root (or absolute on the user's machine, given on the command
+line); `faces` and `avatars_root` are relative to `data_root`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from common.config import check_choice
+from common.device import PRECISIONS
+from emb2rig.losses import LossConfig
+from emb2rig.models import DecoderConfig
+
+
+@dataclass
+class DiscConfig:
+    """Multiscale PatchGAN (built only when loss.weight_gan > 0).
+
+    Args:
+        scales / channels / layers: discriminator size; lr: its Adam learning rate (betas 0, 0.99).
+    """
+    scales: int = 2
+    channels: int = 32
+    layers: int = 3
+    lr: float = 2e-4
+
+
+@dataclass
+class Emb2RigConfig:
+    """Everything `python train_emb2rig_multichar.py` reads.
+
+    Args:
+        mode: 'train', or 'test' (drive avatars from images / video; needs `pretrained`).
+        pretrained: a stage-3b checkpoint; initial weights in train mode, the model in test mode.
+        encoder: stage-2 expression encoder checkpoint (frozen).
+        renderer: stage-3a renderer checkpoint (frozen; must know every avatar in `avatars`).
+        data_root: folder holding the face folders and the avatars.
+        faces: unlabeled face folders under data_root (any tree of images; an actor = a sub-folder).
+        avatars_root: avatar folders (`<name>/rigs.csv`, `avatar.yaml`) under data_root.
+        avatars: avatar names to train on, in decoder order ([] = every avatar folder, sorted).
+        val_fraction: share of face actors and avatar rows held out for validation.
+        targets_per_sample: target avatars each sample is decoded for (renders: their own first).
+        steps_per_epoch: 0 = one pass over the mixed training set per epoch.
+        lr / min_lr / warmup_steps / weight_decay: AdamW with warm-up + cosine, per step.
+    """
+    mode: str = "train"
+    output_dir: str = "outputs/emb2rig"
+    pretrained: str = ""
+    encoder: str = "checkpoints/expression/checkpoint-best.pth"
+    renderer: str = "checkpoints/rig2img/checkpoint-best.pth"
+    data_root: str = "data/freeavatar"
+    faces: list[str] = field(default_factory=lambda: ["faces/train"])
+    avatars_root: str = "avatars"
+    avatars: list[str] = field(default_factory=list)
+    val_fraction: float = 0.1
+    targets_per_sample: int = 2
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "fp32"
+    epochs: int = 50
+    steps_per_epoch: int = 0
+    batch_size: int = 64
+    num_workers: int = 0
+    lr: float = 1e-4
+    min_lr: float = 1e-6
+    warmup_steps: int = 200
+    weight_decay: float = 1e-4
+    model: DecoderConfig = field(default_factory=DecoderConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    disc: DiscConfig = field(default_factory=DiscConfig)
+
+    def __post_init__(self):
+        check_choice("mode", self.mode, ["train", "test"])
+        check_choice("precision", self.precision, list(PRECISIONS))
+        if self.mode == "test" and not self.pretrained:
+            raise ValueError("mode 'test' needs 'pretrained' (a trained stage-3b checkpoint, e.g. "
+                             "pretrained=outputs/demo/emb2rig/checkpoint-best.pth)")
+        if self.targets_per_sample < 1:
+            raise ValueError(f"'targets_per_sample' must be >= 1, got {self.targets_per_sample}")
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(f"'val_fraction' must lie in (0, 1), got {self.val_fraction}")
+        if self.batch_size < 2 and self.model.norm == "batch":
+            raise ValueError("BatchNorm needs batch_size >= 2; raise batch_size or set model.norm=layer")

@@ -1,0 +1,115 @@
+"""Stage-3b train and eval loops: functions of their arguments that return metric dicts.
+
+    stats = train_one_epoch(model, disc, frozen, loader, opts, scalers, epoch, step0, total_steps, cfg, info)
+    val = evaluate(model, disc, frozen, loader, cfg, info)
+
+Both call the same `compute_losses`. Each sample's target avatars are drawn from a generator
+seeded by (seed, epoch, rank) during training and by the seed alone during evaluation, so a
+resumed run and every validation pass see the same targets.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+from torch import nn
+
+from common.device import autocast
+from common.dist import DistInfo, reduce_means, unwrap
+from common.metrics import progress
+from common.optim import check_finite, cosine_lr, set_lr
+from emb2rig.data import sample_targets
+from emb2rig.frozen import Frozen
+from emb2rig.losses import compute_losses, discriminator_loss
+
+
+def prepare_batch(batch: dict[str, torch.Tensor], n_avatars: int, per_sample: int, device: torch.device,
+                  generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """uint8 images -> float [0, 1] on `device`, plus the sampled 'target' (B, T)."""
+    out = {"image": batch["image"].to(device).float() / 255.0, "source": batch["source"].to(device),
+           "rig": batch["rig"].to(device)}
+    out["target"] = sample_targets(batch["source"], n_avatars, per_sample, generator).to(device)
+    return out
+
+
+def own_rig_mae(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], model: nn.Module) -> tuple[float, int]:
+    """(sum of per-sample MAE over own controls, count) for samples decoded for their own avatar."""
+    own, T = out["own"], batch["target"].shape[1]
+    if not own.any():
+        return 0.0, 0
+    mask = unwrap(model).control_mask(out["target"][own])
+    gt = batch["rig"].repeat_interleave(T, 0)[own]
+    mae = ((out["rig"][own].detach() - gt).abs() * mask).sum(1) / mask.sum(1)
+    return mae.sum().item(), int(own.sum())
+
+
+def train_one_epoch(model: nn.Module, disc: nn.Module | None, frozen: Frozen, loader, opts: tuple, scalers: tuple,
+                    epoch: int, step0: int, total_steps: int, cfg, info: DistInfo) -> dict[str, float]:
+    """One epoch (or `cfg.steps_per_epoch` steps) of decoder updates, each followed by a
+    discriminator update when the GAN term is on. Returns mean weighted losses ('train/...')."""
+    opt, opt_d = opts
+    scaler, scaler_d = scalers
+    model.train()
+    if disc is not None:
+        disc.train()
+    g = torch.Generator().manual_seed(cfg.seed * 100003 + epoch * 101 + info.rank)
+    sums, n, mae = defaultdict(float), 0, [0.0, 0]
+    n_steps = min(len(loader), cfg.steps_per_epoch) if cfg.steps_per_epoch else len(loader)
+    for it, raw in enumerate(progress(loader, info.is_main, total=n_steps, desc=f"epoch {epoch}")):
+        if it >= n_steps:
+            break
+        step = step0 + it
+        set_lr(opt, cosine_lr(step, total_steps, cfg.warmup_steps, cfg.lr, cfg.min_lr))
+        batch = prepare_batch(raw, len(frozen.names), cfg.targets_per_sample, info.device, g)
+        with autocast(info.device, cfg.precision):
+            losses, out = compute_losses(model, frozen, batch, cfg.loss, unwrap(disc) if disc is not None else None)
+        check_finite(losses["total"], step)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(losses["total"]).backward()
+        scaler.step(opt)
+        scaler.update()
+        if disc is not None:
+            with autocast(info.device, cfg.precision):
+                d_loss = discriminator_loss(disc, frozen, batch, out["render"])
+            if d_loss is not None:
+                check_finite(d_loss, step, "discriminator loss")
+                opt_d.zero_grad(set_to_none=True)
+                scaler_d.scale(d_loss).backward()
+                scaler_d.step(opt_d)
+                scaler_d.update()
+                sums["disc"] += d_loss.item()
+        for k, v in losses.items():
+            sums[k] += v.item()
+        s, c = own_rig_mae(out, batch, model)
+        mae[0], mae[1] = mae[0] + s, mae[1] + c
+        n += 1
+    stats = {f"train/{k}": v / max(n, 1) for k, v in sums.items()}
+    stats = reduce_means(stats, n, info.device) if info.distributed else stats
+    stats["train/own_rig_mae"] = mae[0] / max(mae[1], 1)
+    stats["lr"] = opt.param_groups[0]["lr"]
+    return stats
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, disc: nn.Module | None, frozen: Frozen, loader, cfg, info: DistInfo) -> dict[str, float]:
+    """Mean weighted validation losses ('val/...', same `compute_losses`) and the MAE of decoded
+    rigs on held-out avatar renders decoded for their own avatar ('val/own_rig_mae')."""
+    model.eval()
+    if disc is not None:
+        disc.eval()
+    g = torch.Generator().manual_seed(cfg.seed)
+    sums, n, mae = defaultdict(float), 0, [0.0, 0]
+    for raw in loader:
+        batch = prepare_batch(raw, len(frozen.names), cfg.targets_per_sample, info.device, g)
+        with autocast(info.device, cfg.precision):
+            losses, out = compute_losses(model, frozen, batch, cfg.loss, unwrap(disc) if disc is not None else None)
+        b = len(batch["source"])
+        for k, v in losses.items():
+            sums[k] += v.item() * b
+        s, c = own_rig_mae(out, batch, model)
+        mae[0], mae[1] = mae[0] + s, mae[1] + c
+        n += b
+    stats = {f"val/{k}": v / max(n, 1) for k, v in sums.items()}
+    stats = reduce_means(stats, n, info.device) if info.distributed else stats
+    stats["val/own_rig_mae"] = mae[0] / max(mae[1], 1)
+    return stats

@@ -1,0 +1,132 @@
+"""Stage-3b losses: one `compute_losses` for training and evaluation; every `weight_*` scales its term.
+
+    losses, out = compute_losses(model, frozen, batch, cfg.loss, disc)
+    losses["total"].backward()     # reaches the decoder and identity MLP only
+
+Terms (a term whose weight is 0 is not computed and does not appear in the dict):
+- perceptual: expression-perceptual loss, the frozen encoder's output of the input image vs of
+  the render of the decoded rig (`perceptual: embedding` compares the 16-d L2-normalised
+  expression embeddings by squared distance; `feature` the pooled features by MSE). Every sample
+  and every target avatar; the only term that uses unlabeled actor faces.
+- rig: MSE between the decoded and the known rig, over the avatar's own controls only, for
+  samples whose input is that target avatar's own render.
+- pixel: L1 between the render of the decoded rig and the input image, same samples.
+- gan: hinge generator loss of the multiscale PatchGAN on the renders (discriminator frozen here).
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from common.dist import unwrap
+from emb2rig.discriminator import hinge_d_loss, hinge_g_loss
+from emb2rig.frozen import Frozen
+from emb2rig.models import Emb2Rig
+
+
+@dataclass
+class LossConfig:
+    """Loss weights and the perceptual feature.
+
+    Args:
+        weight_perceptual / weight_rig / weight_pixel / weight_gan: term scales (0 removes a term).
+        perceptual: 'embedding' (16-d expression embedding) or 'feature' (pooled encoder feature).
+    """
+    weight_perceptual: float = 1.0
+    weight_rig: float = 1.0
+    weight_pixel: float = 1.0
+    weight_gan: float = 0.0
+    perceptual: str = "embedding"
+
+    def __post_init__(self):
+        if self.perceptual not in ("embedding", "feature"):
+            raise ValueError(f"'loss.perceptual' must be 'embedding' or 'feature', got '{self.perceptual}'")
+        for k in ("weight_perceptual", "weight_rig", "weight_pixel", "weight_gan"):
+            if getattr(self, k) < 0:
+                raise ValueError(f"'loss.{k}' must be >= 0, got {getattr(self, k)}")
+
+
+@contextlib.contextmanager
+def no_param_grad(module: nn.Module | None):
+    """Temporarily set requires_grad=False on a module's parameters (the discriminator in the G step)."""
+    params = [p for p in module.parameters() if p.requires_grad] if module is not None else []
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
+def compute_losses(model: Emb2Rig, frozen: Frozen, batch: dict[str, torch.Tensor], cfg: LossConfig,
+                   disc: nn.Module | None = None) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Weighted loss terms + 'total' for one batch, and the tensors the caller may want to log.
+
+    Args:
+        model: Emb2Rig (train or eval mode set by the caller).
+        frozen: the frozen encoder and renderer.
+        batch: 'image' (B, 3, S, S) in [0, 1]; 'source' (B,) long, -1 for an actor face, k for a
+            render of avatar k; 'rig' (B, max_n) known rig (zeros for faces); 'target' (B, T) long
+            avatar indices each sample is decoded for.
+        cfg: LossConfig.
+        disc: the discriminator (needed when weight_gan > 0); its parameters get no gradient here.
+    Returns:
+        losses: {'perceptual', 'rig', 'pixel', 'gan' (those with weight > 0), 'total'}, weighted.
+        out: 'rig' (B*T, max_n) decoded rigs, 'target' (B*T,), 'own' (B*T,) bool, 'render' (B*T, 3, S, S) or None.
+    """
+    img, source, target = batch["image"], batch["source"], batch["target"]
+    B, T = target.shape
+    with torch.no_grad():  # the input side has nothing to train
+        feat, emb = frozen.encode(img)  # (B, D), (B, 16)
+    rep = lambda x: x.repeat_interleave(T, dim=0)  # (B, ...) -> (B*T, ...), sample-major like target.reshape(-1)
+    tgt = target.reshape(-1)  # (B*T,)
+    own = rep(source) == tgt  # input is the target avatar's own render: rig and pixel supervision
+    rig = model(rep(feat).float(), tgt)  # (B*T, max_n), zero past each avatar's controls
+    losses: dict[str, torch.Tensor] = {}
+
+    if cfg.weight_rig > 0:
+        mask = unwrap(model).control_mask(tgt[own])  # (n_own, max_n)
+        err = ((rig[own] - rep(batch["rig"])[own]) ** 2 * mask).sum(1) / mask.sum(1).clamp_min(1)
+        losses["rig"] = cfg.weight_rig * (err.mean() if own.any() else rig.sum() * 0)
+    render = None
+    if cfg.weight_perceptual > 0 or cfg.weight_pixel > 0 or cfg.weight_gan > 0:
+        render = frozen.render(rig, tgt)  # (B*T, 3, S, S), differentiable w.r.t. rig
+    if cfg.weight_perceptual > 0:
+        f_out, e_out = frozen.encode(render)
+        if cfg.perceptual == "embedding":
+            d = ((e_out.float() - rep(emb).float()) ** 2).sum(1).mean()
+        else:
+            d = ((f_out.float() - rep(feat).float()) ** 2).mean()
+        losses["perceptual"] = cfg.weight_perceptual * d
+    if cfg.weight_pixel > 0:
+        l1 = (render[own].float() - rep(img)[own].float()).abs().mean() if own.any() else render.sum() * 0
+        losses["pixel"] = cfg.weight_pixel * l1
+    if cfg.weight_gan > 0:
+        if disc is None:
+            raise ValueError("loss.weight_gan > 0 needs a discriminator; pass disc=...")
+        with no_param_grad(disc):
+            losses["gan"] = cfg.weight_gan * hinge_g_loss(disc(render))
+    if not losses:
+        raise ValueError("every loss weight is 0: nothing would train the decoder; set loss.weight_* > 0")
+    losses["total"] = sum(losses.values())
+    return losses, {"rig": rig, "target": tgt, "own": own, "render": render}
+
+
+def discriminator_loss(disc: nn.Module, frozen: Frozen, batch: dict[str, torch.Tensor],
+                       fake: torch.Tensor) -> torch.Tensor | None:
+    """Hinge loss of the discriminator: renders at known avatar rigs (real) vs at decoded rigs (fake).
+
+    Args:
+        fake: (N, 3, S, S) renders of decoded rigs (detached here).
+    Returns: the loss, or None when the batch holds no avatar render.
+    """
+    has_rig = batch["source"] >= 0
+    if not has_rig.any():
+        return None
+    with torch.no_grad():
+        real = frozen.render(batch["rig"][has_rig], batch["source"][has_rig])  # (n, 3, S, S)
+    return hinge_d_loss(disc(real), disc(fake.detach()))

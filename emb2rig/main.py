@@ -1,0 +1,132 @@
+"""Stage 3b: train one rig decoder for many avatars through the frozen encoder and renderer.
+
+    python train_emb2rig_multichar.py configs/demo/emb2rig.yaml [key=value ...]
+
+The run folder gets config.yaml, run.json, metrics.jsonl, curves.png, checkpoint-{last,best}.pth
+(best = lowest val/total), references.png (each avatar's reference image, the input of the
+identity encoder), samples.png (held-out inputs | renders of their decoded rigs per avatar) and
+summary.json. A finished run exits at once ("already complete"); an interrupted one resumes.
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+from torchvision.utils import save_image
+
+from common.checkpoint import find_resume, load_checkpoint, load_weights, rng_state, save_training_state, set_rng_state
+from common.config import to_dict
+from common.device import make_scaler, seed_everything
+from common.dist import cleanup, init_distributed, make_sampler, unwrap, wrap_ddp
+from common.metrics import MetricsLogger, plot_metrics
+from common.optim import param_groups_weight_decay
+from common.run import prepare_run_dir, write_json
+from data.avatars import keep_batch, load_avatars
+from emb2rig.config import Emb2RigConfig
+from emb2rig.data import build_sets
+from emb2rig.discriminator import MultiScalePatchGAN
+from emb2rig.engine import evaluate, train_one_epoch
+from emb2rig.frozen import load_frozen, reference_features, reference_images
+from emb2rig.models import build_model
+
+
+def _loader(ds, cfg: Emb2RigConfig, info, train: bool):
+    sampler = make_sampler(ds, info, shuffle=train, seed=cfg.seed, drop_last=train)
+    return DataLoader(ds, batch_size=cfg.batch_size, sampler=sampler, collate_fn=keep_batch,
+                      num_workers=cfg.num_workers, drop_last=train), sampler
+
+
+@torch.no_grad()
+def save_samples(model, frozen, ds, path: Path, device, n: int = 8) -> None:
+    """Grid: a row per held-out input (faces first, then renders): input | its render for each avatar."""
+    idx = torch.linspace(0, len(ds) - 1, n).long().tolist()
+    img = ds.__getitems__(idx)["image"].to(device).float() / 255  # (n, 3, S, S)
+    feat = frozen.encode(img)[0].float()
+    cols = [img]
+    for a in range(len(frozen.names)):
+        av = torch.full((n,), a, dtype=torch.long, device=device)
+        cols.append(frozen.render(model(feat, av), av))
+    save_image(torch.stack(cols, 1).flatten(0, 1), path, nrow=len(cols))  # (n * (1 + A), 3, S, S)
+
+
+def main(cfg: Emb2RigConfig) -> dict | None:
+    """Train (or, later, test) stage 3b as configured; returns the summary dict on rank 0."""
+    if cfg.mode == "test":
+        raise NotImplementedError("test mode lands with the real-footage work")
+    info = init_distributed(cfg.device)
+    seed_everything(cfg.seed + info.rank)
+    run_dir = prepare_run_dir(cfg.output_dir, cfg, info.is_main)
+    root = Path(cfg.data_root)
+    avatars = load_avatars(root / cfg.avatars_root, cfg.avatars or None)
+    names, controls = [a.name for a in avatars], [a.controls for a in avatars]
+    frozen = load_frozen(cfg.encoder, cfg.renderer, names, controls, info.device)
+    train_set, val_set = build_sets(avatars, [root / f for f in cfg.faces], frozen.image_size, cfg.val_fraction)
+    own_rigs = [train_set.rig[train_set.source == k, :len(c)].numpy() for k, c in enumerate(controls)]
+    refs = reference_images(frozen, own_rigs, info.device)  # (A, 3, S, S)
+    model = build_model(reference_features(frozen, refs), [len(c) for c in controls], cfg.model).to(info.device)
+    if cfg.pretrained:
+        load_weights(model, cfg.pretrained)
+    disc = MultiScalePatchGAN(cfg.disc.scales, cfg.disc.channels, cfg.disc.layers).to(info.device) \
+        if cfg.loss.weight_gan > 0 else None
+    opt = torch.optim.AdamW(param_groups_weight_decay(model, cfg.weight_decay), lr=cfg.lr)
+    opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.disc.lr, betas=(0.0, 0.99)) if disc is not None else None
+    scaler, scaler_d = make_scaler(info.device, cfg.precision), make_scaler(info.device, cfg.precision)
+    start, best, step = 0, math.inf, 0
+    if (ck_path := find_resume(run_dir)) is not None:
+        ck = load_checkpoint(ck_path, info.device)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        scaler.load_state_dict(ck["scaler"])
+        if disc is not None:
+            disc.load_state_dict(ck["disc"])
+            opt_d.load_state_dict(ck["optimizer_d"])
+            scaler_d.load_state_dict(ck["scaler_d"])
+        start, best, step = ck["epoch"] + 1, ck["best_metric"], ck["step"]
+        set_rng_state(ck["rng"])
+        if start >= cfg.epochs:
+            print(f"[emb2rig] {run_dir}: already complete ({cfg.epochs} epochs)")
+            return None
+        print(f"[emb2rig] resuming {ck_path} at epoch {start}")
+    model_ddp = wrap_ddp(model, info)
+    disc_ddp = wrap_ddp(disc, info) if disc is not None else None
+    train_loader, sampler = _loader(train_set, cfg, info, train=True)
+    val_loader, _ = _loader(val_set, cfg, info, train=False)
+    per_epoch = min(len(train_loader), cfg.steps_per_epoch) if cfg.steps_per_epoch else len(train_loader)
+    total = per_epoch * cfg.epochs
+    log = MetricsLogger(run_dir, enabled=info.is_main)
+    if info.is_main:
+        save_image(refs, run_dir / "references.png", nrow=len(refs))
+        print(f"[emb2rig] avatars {names}; train {train_set.n_faces} faces + {train_set.n_renders} renders, "
+              f"val {val_set.n_faces} + {val_set.n_renders}; {per_epoch} steps/epoch")
+    t0 = time.time()
+    for epoch in range(start, cfg.epochs):
+        sampler.set_epoch(epoch)
+        stats = train_one_epoch(model_ddp, disc_ddp, frozen, train_loader, (opt, opt_d), (scaler, scaler_d),
+                                epoch, step, total, cfg, info)
+        step += per_epoch
+        stats.update(evaluate(model_ddp, disc_ddp, frozen, val_loader, cfg, info))
+        is_best = stats["val/total"] < best
+        best = min(best, stats["val/total"])
+        log.write({"epoch": epoch, "step": step, **stats})
+        if info.is_main:
+            print(f"[emb2rig] epoch {epoch}: " + ", ".join(f"{k} {v:.4g}" for k, v in stats.items()))
+            state = {"model": unwrap(model).state_dict(), "optimizer": opt.state_dict(), "scaler": scaler.state_dict(),
+                     "epoch": epoch, "step": step, "best_metric": best, "config": to_dict(cfg), "rng": rng_state(),
+                     "avatars": names, "controls": controls}
+            if disc is not None:
+                state.update(disc=disc.state_dict(), optimizer_d=opt_d.state_dict(), scaler_d=scaler_d.state_dict())
+            save_training_state(run_dir, state, is_best)
+    summary = None
+    if info.is_main:
+        plot_metrics(run_dir / "metrics.jsonl", run_dir / "curves.png")
+        model.eval()
+        save_samples(model, frozen, val_set, run_dir / "samples.png", info.device)
+        summary = {"avatars": names, "epochs": cfg.epochs, "steps": step, "best_val_total": best,
+                   "last": stats if cfg.epochs > start else {}, "train_minutes_this_call": (time.time() - t0) / 60,
+                   "checkpoint": str(run_dir / "checkpoint-best.pth")}
+        write_json(run_dir / "summary.json", summary)
+    cleanup()
+    return summary
