@@ -1,0 +1,198 @@
+"""`make_world`: writes the whole demo world (faces, triplets, avatars, eval ground truth)."""
+import csv
+import json
+import multiprocessing as mp
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import yaml
+
+from .actors import render_actor, sample_identity, sample_pose
+from .avatar_art import render_avatar
+from .avatars import AVATARS, UNIT, au_to_rig, correspondence_json, sample_rig
+from .contact_sheet import make_contact_sheet
+from .expressions import AU_NAMES, EXPRESSION_CLASSES, sample_expression
+from .triplets import URL_FMT, inject_errors, raw_rows, sample_triplets
+
+PRESETS = {
+    "tiny": dict(train_actors=16, test_actors=4, faces_per_train=16, faces_per_test=16,
+                 triplets_train=300, triplets_test=150, avatar_pairs=200,
+                 avatar_trip_train=60, avatar_trip_test=30, eval_train_actors=4),
+    "small": dict(train_actors=200, test_actors=40, faces_per_train=88, faces_per_test=64,
+                  triplets_train=20000, triplets_test=2400, avatar_pairs=4000,
+                  avatar_trip_train=1500, avatar_trip_test=300, eval_train_actors=20),
+}
+K_IDENTITY, K_FACE, K_AVATAR, K_AVTRIP, K_TRIPLET, K_RAW = 1, 2, 3, 4, 5, 6
+AVATAR_NAMES = list(AVATARS)
+_HEAD = {"robot": 0.92, "cat": 0.95, "alien": 0.95}  # head half-extent, model units
+_ID_CACHE = {}
+
+
+def _write_png(path: Path, rgb):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+
+
+def _face_task(t):
+    """Render and write one actor face. t = (root, rel, seed, actor_idx, face_idx, size)."""
+    root, rel, seed, actor_idx, face_idx, size = t
+    if (seed, actor_idx) not in _ID_CACHE:
+        _ID_CACHE[seed, actor_idx] = sample_identity(np.random.default_rng([seed, K_IDENTITY, actor_idx]))
+    rng = np.random.default_rng([seed, K_FACE, face_idx])
+    cls, au = sample_expression(rng)
+    au = np.round(au, 4)
+    img, bbox = render_actor(_ID_CACHE[seed, actor_idx], au, sample_pose(rng), size)
+    _write_png(Path(root) / rel, img)
+    return cls, au, bbox
+
+
+def _avatar_task(t):
+    """Render one (rig, image) pair of an avatar. t = (root, rel, seed, avatar_idx, i, size)."""
+    root, rel, seed, a, i, size = t
+    _, rig = sample_rig(AVATAR_NAMES[a], np.random.default_rng([seed, K_AVATAR, a, i]))
+    rig = np.round(rig, 4)
+    _write_png(Path(root) / rel, render_avatar(AVATAR_NAMES[a], rig, size))
+    return rig
+
+
+def _avtrip_task(t):
+    """Avatar render at the ground-truth rig of a sampled AU vector (for mixed triplets)."""
+    root, split_idx, seed, i, size = t
+    rng = np.random.default_rng([seed, K_AVTRIP, split_idx, i])
+    name = AVATAR_NAMES[int(rng.integers(len(AVATAR_NAMES)))]
+    cls, au = sample_expression(rng)
+    au = np.round(au, 4)
+    rel = f"triplets/avatar_images/{('train', 'test')[split_idx]}/{name}_{i:05d}.png"
+    _write_png(Path(root) / rel, render_avatar(name, au_to_rig(name, au), size))
+    h = UNIT * _HEAD[name]
+    return rel, cls, au, np.clip([0.5 - h, 0.5 + h, 0.5 - h, 0.5 + h], 0, 1)
+
+
+def _csv(path: Path, header, rows):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        if header:
+            w.writerow(header)
+        w.writerows(rows)
+
+
+def _f4(v):
+    return [f"{float(x):.4f}" for x in v]
+
+
+def make_world(out_dir, preset: str = "tiny", seed: int = 0, image_size: int = 64, workers: int | None = None) -> dict:
+    """Generate the demo world into out_dir and return its summary (also written to world.json).
+
+    Args: out_dir target folder, preset 'tiny' | 'small', seed, image_size (square side, px),
+    workers processes for rendering (default min(2, cpu_count)).
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    P, root = PRESETS[preset], Path(out_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    workers = workers or min(2, os.cpu_count() or 1)
+    ntr, nte = P["train_actors"], P["test_actors"]
+    face_tasks, face_meta = [], []  # meta: (split, actor_idx, rel)
+    fid = 0
+    for split, actors, per in (("train", range(ntr), P["faces_per_train"]), ("test", range(ntr, ntr + nte), P["faces_per_test"])):
+        for a in actors:
+            for n in range(per):
+                rel = f"faces/{split}/actor_{a:04d}/{n:03d}.png"
+                face_tasks.append((str(root), rel, seed, a, fid, image_size))
+                face_meta.append((split, a, rel))
+                fid += 1
+    av_tasks = [(str(root), f"avatars/{nm}/images/{i:05d}.png", seed, ai, i, image_size)
+                for ai, nm in enumerate(AVATAR_NAMES) for i in range(P["avatar_pairs"])]
+    at_tasks = [(str(root), s, seed, i, image_size)
+                for s, k in ((0, "avatar_trip_train"), (1, "avatar_trip_test")) for i in range(P[k])]
+    # spawn, not fork: a forked child of a process that already used OpenCV's thread pool can hang
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(workers, initializer=cv2.setNumThreads, initargs=(1,)) as pool:
+        faces = pool.map(_face_task, face_tasks, chunksize=64)
+        rigs = pool.map(_avatar_task, av_tasks, chunksize=64)
+        avtrip = pool.map(_avtrip_task, at_tasks, chunksize=32)
+
+    # --- avatars: rigs.csv + avatar.yaml
+    for ai, nm in enumerate(AVATAR_NAMES):
+        s, n = AVATARS[nm], P["avatar_pairs"]
+        _csv(root / f"avatars/{nm}/rigs.csv", ["image"] + s["controls"],
+             [[f"images/{i:05d}.png"] + _f4(rigs[ai * n + i]) for i in range(n)])
+        meta = dict(display_name=s["display_name"], controls=s["controls"], image_size=image_size,
+                    eye_boxes=s["eye_boxes"], mouth_box=s["mouth_box"])
+        (root / f"avatars/{nm}/avatar.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
+
+    # --- eval ground truth (never read by training code)
+    au_hdr = ["image", "class"] + AU_NAMES
+    test_idx = [k for k, m in enumerate(face_meta) if m[0] == "test"]
+    eval_train_actors = set(range(P["eval_train_actors"]))
+    train_idx = [k for k, m in enumerate(face_meta) if m[0] == "train" and m[1] in eval_train_actors]
+    for name, idx, gdir in (("test_actors", test_idx, "gt_rigs"), ("train_actors", train_idx, "gt_rigs_train")):
+        _csv(root / f"eval/{name}.csv", au_hdr,
+             [[face_meta[k][2], EXPRESSION_CLASSES[faces[k][0]]] + _f4(faces[k][1]) for k in idx])
+        for nm in AVATAR_NAMES:
+            _csv(root / f"eval/{gdir}/{nm}.csv", ["image"] + AVATARS[nm]["controls"],
+                 [[face_meta[k][2]] + _f4(au_to_rig(nm, faces[k][1])) for k in idx])
+    (root / "eval/au_to_rig.json").write_text(json.dumps(correspondence_json(), indent=1, sort_keys=True))
+
+    # --- triplets: pool per split = that split's faces + that split's avatar renders
+    url_map, trip_counts, raw_report, ann_stats, trip_img_rows = {}, {}, {}, {}, {}
+    for si, split in enumerate(("train", "test")):
+        fk = [k for k, m in enumerate(face_meta) if m[0] == split]
+        ak = [k for k, t in enumerate(at_tasks) if t[1] == si]
+        paths = [face_meta[k][2] for k in fk] + [avtrip[k][0] for k in ak]
+        cls = np.array([faces[k][0] for k in fk] + [avtrip[k][1] for k in ak])
+        au = np.stack([faces[k][1] for k in fk] + [avtrip[k][2] for k in ak])
+        bbox = [faces[k][2] for k in fk] + [avtrip[k][3] for k in ak]
+        is_av = np.array([False] * len(fk) + [True] * len(ak))
+        trips = sample_triplets(np.random.default_rng([seed, K_TRIPLET, si]), cls, au, is_av,
+                                P[f"triplets_{split}"], len(EXPRESSION_CLASSES))
+        _csv(root / f"triplets/{split}.csv", ["anchor", "positive", "negative", "type"],
+             [[paths[a], paths[p], paths[n], t] for a, p, n, t in trips])
+        used = sorted({i for t in trips for i in t[:3]}, key=lambda i: paths[i])
+        for i in used:
+            url_map.setdefault(paths[i], URL_FMT.format(f"{len(url_map):06d}"))
+            trip_img_rows[paths[i]] = [paths[i], EXPRESSION_CLASSES[cls[i]], "avatar" if is_av[i] else "actor"] + _f4(au[i])
+        rows, ann_stats[split] = raw_rows(np.random.default_rng([seed, K_RAW, si]), trips, paths, bbox, url_map)
+        if split == "train":
+            miss_url = URL_FMT.format("missing_000000")
+            rows, rep = inject_errors(rows, miss_url)
+            raw_report = {"file": "triplets/fec_train.csv", "rows_0_based": rep,
+                          "missing_url": miss_url, "missing_path": "triplets/missing/missing_000000.png",
+                          "note": "triplets/fec_test.csv and the simple CSVs are clean"}
+        _csv(root / f"triplets/fec_{split}.csv", None, rows)
+        types = [t[3] for t in trips]
+        trip_counts[split] = {t: types.count(t) for t in sorted(set(types))}
+        trip_counts[split]["total"] = len(trips)
+        trip_counts[split]["with_avatar_images"] = int(sum(any(is_av[i] for i in t[:3]) for t in trips))
+    url_rows = [[u, p] for p, u in url_map.items()] + [[raw_report["missing_url"], raw_report["missing_path"]]]
+    _csv(root / "triplets/url_map.csv", ["url", "path"], url_rows)
+    _csv(root / "eval/triplet_images.csv", ["image", "class", "source"] + AU_NAMES,
+         [trip_img_rows[p] for p in sorted(trip_img_rows)])
+
+    make_contact_sheet(root / "contact_sheet.png", seed, image_size)
+    summary = dict(
+        preset=preset, seed=seed, image_size=image_size, au_names=AU_NAMES,
+        expression_classes=EXPRESSION_CLASSES,
+        avatars=[dict(name=nm, display_name=AVATARS[nm]["display_name"], n_controls=len(AVATARS[nm]["controls"]),
+                      controls=AVATARS[nm]["controls"], unmapped_controls=AVATARS[nm]["unmapped"]) for nm in AVATAR_NAMES],
+        counts=dict(actors_train=ntr, actors_test=nte, faces_train=ntr * P["faces_per_train"],
+                    faces_test=nte * P["faces_per_test"], avatar_pairs={nm: P["avatar_pairs"] for nm in AVATAR_NAMES},
+                    triplet_avatar_images={"train": P["avatar_trip_train"], "test": P["avatar_trip_test"]},
+                    triplets=trip_counts, eval_train_actor_images=len(train_idx)),
+        fec_raw_annotations=dict(annotators_per_row=6, **{f"{k}_rows": v for k, v in ann_stats.items()}),
+        fec_raw_injected_errors=raw_report,
+        paths=dict(faces_train="faces/train", faces_test="faces/test", triplets_train="triplets/train.csv",
+                   triplets_test="triplets/test.csv", fec_train="triplets/fec_train.csv", fec_test="triplets/fec_test.csv",
+                   url_map="triplets/url_map.csv", triplet_avatar_images="triplets/avatar_images",
+                   avatars_root="avatars", eval_test_actors="eval/test_actors.csv", eval_gt_rigs="eval/gt_rigs",
+                   eval_train_actors="eval/train_actors.csv", eval_gt_rigs_train="eval/gt_rigs_train",
+                   eval_au_to_rig="eval/au_to_rig.json", eval_triplet_images="eval/triplet_images.csv",
+                   contact_sheet="contact_sheet.png"),
+        notes="Images are PNG (RGB). eval/ is ground truth for evaluation only; training never reads it. "
+              "Raw FEC answers are majority-correct with 0-2 dissenting annotators and no ties.",
+    )
+    (root / "world.json").write_text(json.dumps(summary, indent=1, sort_keys=True))
+    return summary
