@@ -11,6 +11,7 @@ from common.config import check_choice
 from common.device import PRECISIONS
 from emb2rig.losses import LossConfig
 from emb2rig.models import DecoderConfig
+from emb2rig.test_mode import TestModeConfig
 
 
 @dataclass
@@ -43,6 +44,7 @@ class Emb2RigConfig:
         targets_per_sample: target avatars each sample is decoded for (renders: their own first).
         steps_per_epoch: 0 = one pass over the mixed training set per epoch.
         lr / min_lr / warmup_steps / weight_decay: AdamW with warm-up + cosine, per step.
+        test: test-mode settings (input video / image folder, crop, smoothing, preview; see emb2rig.test_mode).
     """
     mode: str = "train"
     output_dir: str = "outputs/emb2rig"
@@ -69,6 +71,7 @@ class Emb2RigConfig:
     model: DecoderConfig = field(default_factory=DecoderConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     disc: DiscConfig = field(default_factory=DiscConfig)
+    test: TestModeConfig = field(default_factory=TestModeConfig)
 
     def __post_init__(self):
         check_choice("mode", self.mode, ["train", "test"])

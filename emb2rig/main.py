@@ -31,6 +31,7 @@ from emb2rig.discriminator import MultiScalePatchGAN
 from emb2rig.engine import evaluate, train_one_epoch
 from emb2rig.frozen import load_frozen, reference_features, reference_images
 from emb2rig.models import build_model
+from emb2rig.test_mode import run_test_mode
 
 
 def _loader(ds, cfg: Emb2RigConfig, info, train: bool):
@@ -53,9 +54,9 @@ def save_samples(model, frozen, ds, path: Path, device, n: int = 8) -> None:
 
 
 def main(cfg: Emb2RigConfig) -> dict | None:
-    """Train (or, later, test) stage 3b as configured; returns the summary dict on rank 0."""
+    """Train (or, with `mode: test`, run test mode) stage 3b as configured; returns the summary dict on rank 0."""
     if cfg.mode == "test":
-        raise NotImplementedError("test mode lands with the real-footage work")
+        return run_test_mode(cfg)
     info = init_distributed(cfg.device)
     seed_everything(cfg.seed + info.rank)
     run_dir = prepare_run_dir(cfg.output_dir, cfg, info.is_main)

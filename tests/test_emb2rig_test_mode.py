@@ -1,0 +1,194 @@
+"""Stage-3b test mode: a tiny checkpoint drives three avatars from a synthetic video (fake detector) and
+writes per-avatar CSVs (frame,time_s,<controls>,face_found), a preview video and summary.json; a
+stretch without a face keeps the last rig and is marked; `mode: test` without `pretrained` is refused
+before anything is built.
+"""
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from common.checkpoint import save_checkpoint
+from common.config import cli, load_config, to_dict
+from data.face_detect import Box
+from data.face_track import crop_square, square_from_box
+from data.video import VideoReader, write_video
+from emb2rig import main as main_mod
+from emb2rig import test_mode
+from emb2rig.config import Emb2RigConfig
+from emb2rig.frozen import Frozen
+from emb2rig.models import DecoderConfig, build_model
+
+NAMES = ["robot", "cat", "alien"]
+CONTROLS = [[f"{n}_c{i}" for i in range(k)] for n, k in zip(NAMES, (3, 5, 7))]
+T, NO_FACE = 30, range(12, 20)  # frames; frames without a face
+
+
+class Encoder(nn.Module):
+    """Stage-2 API stand-in: preprocess(img01) and forward -> (pooled (B, 24), unit embedding (B, 16))."""
+    image_size = 32
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.fc, self.emb = nn.Conv2d(3, 8, 4, stride=4), nn.Linear(8 * 64, 24), nn.Linear(24, 16)
+        self.requires_grad_(False)
+
+    def preprocess(self, x):
+        return F.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False) * 4 - 2
+
+    def forward(self, x):
+        f = self.fc(torch.tanh(self.conv(x)).flatten(1))
+        return f, F.normalize(self.emb(f), dim=1)
+
+
+class Renderer(nn.Module):
+    """Stage-3a API stand-in: render(rig, name) -> (B, 3, 16, 16) in [0, 1]; refuses a wrong rig size."""
+    image_size = 16
+
+    def __init__(self):
+        super().__init__()
+        self.avatar_names, self.controls = NAMES, dict(zip(NAMES, CONTROLS))
+        self.nets = nn.ModuleDict({n: nn.Linear(len(c), 3 * 16 * 16) for n, c in self.controls.items()})
+        self.requires_grad_(False)
+
+    def render(self, rig, name):
+        assert rig.shape[1] == len(self.controls[name])
+        return torch.sigmoid(4 * self.nets[name](rig - 0.5)).view(-1, 3, 16, 16)
+
+
+class DiscDetector:
+    """Fake face detector: the box of the bright red disc that the synthetic video draws."""
+    name = "fake"
+
+    def detect(self, rgb):
+        ys, xs = np.nonzero((rgb[..., 0] > 180) & (rgb[..., 1] < 120))
+        if len(xs) < 30:
+            return []
+        return [Box(float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1), 0.9)]
+
+
+def synthetic_frames():
+    """(96, 128, 3) frames: a red disc ('face') moving right and changing size, absent in NO_FACE."""
+    yy, xx = np.mgrid[:96, :128]
+    for i in range(T):
+        f = np.full((96, 128, 3), 60, np.uint8)
+        f[..., 2] = 40 + 4 * i  # the background drifts too
+        if i not in NO_FACE:
+            r, cx = 14 + (i % 7), 30 + 2 * i
+            f[(yy - 48) ** 2 + (xx - cx) ** 2 < r * r] = (230, 60, 200 - 5 * i)
+        yield f
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A stage-3b checkpoint in the format main.py saves, plus the frozen stand-ins and a video."""
+    root = tmp_path_factory.mktemp("test_mode")
+    torch.manual_seed(0)
+    dcfg = DecoderConfig(width=32, blocks=2, id_dim=8, id_hidden=16)
+    model = build_model(torch.randn(3, 24), [3, 5, 7], dcfg).eval()
+    state = {"model": model.state_dict(), "config": to_dict(Emb2RigConfig(model=dcfg)), "epoch": 0,
+             "avatars": NAMES, "controls": CONTROLS}
+    save_checkpoint(state, root / "checkpoint-best.pth")
+    write_video(root / "clip.mp4", synthetic_frames(), fps=24)
+    frozen = Frozen(Encoder(), Renderer(), NAMES, CONTROLS)
+    return root, model, frozen
+
+
+def run(world, monkeypatch, *overrides):
+    root, _, frozen = world
+    monkeypatch.setattr(test_mode, "load_frozen", lambda enc, ren, names, controls, device: frozen)
+    monkeypatch.setattr(test_mode, "build_detector", lambda name, cfg: DiscDetector())
+    args = ["configs/demo/emb2rig.yaml", "mode=test", f"pretrained={root / 'checkpoint-best.pth'}", "device=cpu",
+            f"test.input={root / 'clip.mp4'}", "test.batch_size=4", "test.crop.size=32", "test.preview_size=32",
+            "test.expression_distance_every=5", *overrides]
+    return main_mod.main(load_config(Emb2RigConfig, args))
+
+
+def read_csv(path):
+    with open(path) as f:
+        rows = list(csv.reader(f))
+    return rows[0], np.array(rows[1:], dtype=float)
+
+
+def test_video_writes_curves_preview_and_summary(world, monkeypatch, tmp_path):
+    out = tmp_path / "out"
+    summary = run(world, monkeypatch, f"test.out_dir={out}")
+    saved = json.loads((out / "summary.json").read_text())
+    assert saved["frames"] == summary["frames"] == T and saved["kind"] == "video" and saved["smoothed"]
+    assert saved["faces_found"] == T - len(NO_FACE) and saved["missing_frames"] == list(NO_FACE)
+    assert saved["fps"] > 0 and set(saved["seconds_per_step"]) >= {"decode", "detect", "encode", "render"}
+    assert set(saved["expression_distance"]) == set(NAMES)
+    assert all(0 <= d <= 2 for d in saved["expression_distance"].values())
+    assert saved["expression_distance_frames"] == len([i for i in range(0, T, 5) if i not in NO_FACE])
+    for name, ctrl in zip(NAMES, CONTROLS):
+        header, rows = read_csv(out / f"{name}.csv")
+        assert header == ["frame", "time_s", *ctrl, "face_found"]
+        assert rows.shape == (T, len(ctrl) + 3)
+        np.testing.assert_allclose(rows[:, 1], np.arange(T) / 24, atol=1e-3)
+        found = rows[:, -1].astype(bool)
+        assert not found[list(NO_FACE)].any() and found.sum() == T - len(NO_FACE)
+        curves = rows[:, 2:-1]
+        assert ((curves >= 0) & (curves <= 1)).all()
+        for i in NO_FACE:  # no face: the last rig is kept
+            np.testing.assert_array_equal(curves[i], curves[NO_FACE[0] - 1])
+        assert np.abs(np.diff(curves[:NO_FACE[0]], axis=0)).max() > 1e-4  # the rig follows the face
+    reader = VideoReader(out / "preview.mp4")
+    frames = list(reader)
+    assert len(frames) == T and abs(reader.fps - 24) < 0.1
+    assert frames[0].shape == (32, 42 + 32 + 3 * 32, 3)  # input (4:3 at 32 px high) | crop | three avatars
+
+
+def test_first_rig_is_the_decoded_crop(world, monkeypatch, tmp_path):
+    """Frame 0 (the smoothing filter passes its first sample) equals decoder(encoder(crop of frame 0))."""
+    root, model, frozen = world
+    run(world, monkeypatch, f"test.out_dir={tmp_path}", "test.preview=false", "test.max_frames=6")
+    assert not (tmp_path / "preview.mp4").exists()
+    rgb = next(iter(VideoReader(root / "clip.mp4")))
+    crop = crop_square(rgb, square_from_box(DiscDetector().detect(rgb)[0], 0.3), 32)
+    with torch.no_grad():
+        feat = frozen.encode(torch.from_numpy(crop).permute(2, 0, 1)[None].float() / 255)[0]
+        want = model(feat.repeat(3, 1), torch.arange(3))  # (3, 7)
+    for a, (name, ctrl) in enumerate(zip(NAMES, CONTROLS)):
+        _, rows = read_csv(tmp_path / f"{name}.csv")
+        assert rows.shape[0] == 6
+        np.testing.assert_allclose(rows[0, 2:-1], want[a, :len(ctrl)].numpy(), atol=2e-5)
+
+
+def test_smoothing_is_configurable_and_images_are_not_smoothed(world, monkeypatch, tmp_path):
+    a = run(world, monkeypatch, f"test.out_dir={tmp_path / 'a'}", "test.preview=false")
+    b = run(world, monkeypatch, f"test.out_dir={tmp_path / 'b'}", "test.preview=false", "test.smoothing.enabled=false")
+    _, smooth = read_csv(tmp_path / "a" / "alien.csv")
+    _, raw = read_csv(tmp_path / "b" / "alien.csv")
+    assert a["smoothed"] and not b["smoothed"]
+    assert np.abs(np.diff(smooth[:12, 2:-1], axis=0)).sum() < np.abs(np.diff(raw[:12, 2:-1], axis=0)).sum()
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i, f in enumerate(synthetic_frames()):
+        if i % 6 == 0:
+            (folder / f"{i:03d}.png").write_bytes(__import__("cv2").imencode(".png", f[..., ::-1])[1].tobytes())
+    (folder / "broken.png").write_text("not an image")
+    s = run(world, monkeypatch, f"test.input={folder}", f"test.out_dir={tmp_path / 'c'}")
+    assert s["kind"] == "images" and not s["smoothed"] and s["frames"] == 5
+    assert s["images"] == ["000.png", "006.png", "012.png", "018.png", "024.png"]
+    assert s["missing_frames"] == [2, 3]  # 012 and 018 have no face
+    assert (tmp_path / "c" / "preview.mp4").is_file()
+
+
+def test_test_mode_without_pretrained_is_refused_before_anything_is_built(monkeypatch):
+    def boom(*a, **k):
+        raise AssertionError("built something")
+
+    for name in ("load_decoder", "load_frozen", "build_detector", "open_source"):
+        monkeypatch.setattr(test_mode, name, boom)
+    with pytest.raises(SystemExit) as e:
+        cli(Emb2RigConfig, argv=["configs/demo/emb2rig.yaml", "mode=test", "test.input=clip.mp4"])
+    assert e.value.code == 2
+    cfg = load_config(Emb2RigConfig, ["configs/demo/emb2rig.yaml", "mode=test", "pretrained=x.pth"])
+    with pytest.raises(ValueError, match="test.input"):  # no input: refused before loading anything
+        main_mod.main(cfg)
