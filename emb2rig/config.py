@@ -41,6 +41,8 @@ class Emb2RigConfig:
         avatars_root: avatar folders (`<name>/rigs.csv`, `avatar.yaml`) under data_root.
         avatars: avatar names to train on, in decoder order ([] = every avatar folder, sorted).
         val_fraction: share of face actors and avatar rows held out for validation.
+        val_samples: validate on this many held-out samples, evenly spaced over faces then renders
+            (0 = all); the same subset every epoch.
         targets_per_sample: target avatars each sample is decoded for (renders: their own first).
         steps_per_epoch: 0 = one pass over the mixed training set per epoch.
         lr / min_lr / warmup_steps / weight_decay: AdamW with warm-up + cosine, per step.
@@ -56,6 +58,7 @@ class Emb2RigConfig:
     avatars_root: str = "avatars"
     avatars: list[str] = field(default_factory=list)
     val_fraction: float = 0.1
+    val_samples: int = 1024
     targets_per_sample: int = 2
     seed: int = 0
     device: str = "auto"

@@ -94,7 +94,11 @@ def main(cfg: Emb2RigConfig) -> dict | None:
     model_ddp = wrap_ddp(model, info)
     disc_ddp = wrap_ddp(disc, info) if disc is not None else None
     train_loader, sampler = _loader(train_set, cfg, info, train=True)
-    val_loader, _ = _loader(val_set, cfg, info, train=False)
+    val_sub = val_set
+    if 0 < cfg.val_samples < len(val_set):  # a fixed, evenly spaced subset (faces and renders in proportion)
+        keep = torch.linspace(0, len(val_set) - 1, cfg.val_samples).long().tolist()
+        val_sub = torch.utils.data.Subset(val_set, keep)
+    val_loader, _ = _loader(val_sub, cfg, info, train=False)
     per_epoch = min(len(train_loader), cfg.steps_per_epoch) if cfg.steps_per_epoch else len(train_loader)
     total = per_epoch * cfg.epochs
     log = MetricsLogger(run_dir, enabled=info.is_main)

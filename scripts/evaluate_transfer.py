@@ -1,0 +1,176 @@
+"""Rig-transfer accuracy on the demo world's held-out actors, next to baselines from the same run.
+
+    python scripts/evaluate_transfer.py configs/demo/emb2rig.yaml
+    python scripts/evaluate_transfer.py configs/demo/emb2rig.yaml --out outputs/demo/transfer_eval epochs=4
+
+Trains (or resumes, or finds complete) four kinds of run with the same config and budget
+(epochs, steps_per_epoch, batch_size), differing only as stated:
+  full        the config as given (multi-avatar decoder, all its loss terms)
+  rig_only    the same decoder with rig supervision only (weight_perceptual = pixel = gan = 0)
+  per_avatar  one decoder per avatar (`avatars=[name]`); together they get the budget of the full run
+              in decoded (sample, avatar) pairs: steps_per_epoch * min(T, A) / A each
+and reports, per avatar, the mean absolute error between predicted and ground-truth rigs on
+`eval/test_actors.csv` (ground truth `eval/gt_rigs/<avatar>.csv`), with the mean training rig of
+the avatar as a further baseline. Also reported: the MAE over the controls that some action unit
+drives (`eval/au_to_rig.json`; the rest sit at neutral in the ground truth). Writes
+`transfer.json` and `transfer.md` to --out. Only this script (evaluation) reads `eval/`.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common.config import load_config  # noqa: E402
+from common.metrics import read_metrics  # noqa: E402
+from common.run import write_json  # noqa: E402
+from data.avatars import is_held_out, load_avatars  # noqa: E402
+from data.images import load_rgb  # noqa: E402
+from emb2rig.config import Emb2RigConfig  # noqa: E402
+from emb2rig.frozen import load_frozen  # noqa: E402
+from emb2rig.main import main as train  # noqa: E402
+from emb2rig.models import load_decoder  # noqa: E402
+
+
+def run_configs(cfg: Emb2RigConfig, runs_root: Path, names: list[str]) -> dict[str, Emb2RigConfig]:
+    """The full run (its own output_dir) and the baselines (under runs_root), same budget."""
+    rig_only = dataclasses.replace(cfg.loss, weight_perceptual=0.0, weight_pixel=0.0, weight_gan=0.0,
+                                   weight_rig=cfg.loss.weight_rig or 1.0)
+    out = {"full": cfg, "rig_only": dataclasses.replace(cfg, output_dir=str(runs_root / "rig_only"), loss=rig_only)}
+    # equal total budget in decoded (sample, avatar) pairs: the multi-avatar run decodes
+    # min(T, A) avatars per sample, a per-avatar run one, and there are A per-avatar runs
+    steps = cfg.steps_per_epoch
+    if steps:
+        steps = max(1, round(steps * min(cfg.targets_per_sample, len(names)) / len(names)))
+    for n in names:
+        out[f"per_avatar/{n}"] = dataclasses.replace(cfg, output_dir=str(runs_root / f"per_avatar_{n}"), avatars=[n],
+                                                     steps_per_epoch=steps)
+    return out
+
+
+def train_all(cfgs: dict[str, Emb2RigConfig]) -> dict[str, float]:
+    """Train every run that is not complete; returns each run's training minutes (from its metrics)."""
+    minutes = {}
+    for key, c in cfgs.items():
+        t0 = time.time()
+        print(f"\n[transfer] run {key}: {c.output_dir}", flush=True)
+        train(c)
+        minutes[key] = _train_minutes(read_metrics(Path(c.output_dir) / "metrics.jsonl"), time.time() - t0)
+    return minutes
+
+
+def _train_minutes(records: list[dict], fallback_s: float) -> float:
+    """Training wall time: sum over the calls that wrote `records` (each call's clock restarts at 0)."""
+    total, last = 0.0, 0.0
+    for r in records:
+        if r["time_s"] < last:  # a resumed call
+            total += last
+        last = r["time_s"]
+    return round((total + last if records else fallback_s) / 60, 2)
+
+
+def read_eval(world: Path, names: list[str]) -> tuple[list[str], dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Test images, per-avatar ground-truth rigs (N, n_a), and per-avatar masks of AU-driven controls."""
+    with open(world / "eval/test_actors.csv", newline="") as f:
+        images = [row["image"] for row in csv.DictReader(f)]
+    corr = json.loads((world / "eval/au_to_rig.json").read_text())
+    gts, mapped = {}, {}
+    for n in names:
+        with open(world / f"eval/gt_rigs/{n}.csv", newline="") as f:
+            rows = list(csv.reader(f))
+        by_image = {r[0]: [float(v) for v in r[1:]] for r in rows[1:]}
+        gts[n] = np.asarray([by_image[i] for i in images], np.float32)
+        mapped[n] = np.asarray([c not in corr[n]["unmapped"] for c in rows[0][1:]])
+    return images, gts, mapped
+
+
+@torch.no_grad()
+def predict(ckpt: Path, feats: torch.Tensor, names: list[str]) -> dict[str, np.ndarray]:
+    """Decoded rigs (N, n_a) for each avatar of `names` the checkpoint knows."""
+    model, meta = load_decoder(ckpt)
+    out = {}
+    for n in names:
+        if n in meta["avatars"]:
+            k = meta["avatars"].index(n)
+            av = torch.full((len(feats),), k, dtype=torch.long)
+            rig = torch.cat([model(f, a) for f, a in zip(feats.split(256), av.split(256))])  # (N, max_n)
+            out[n] = rig[:, :len(meta["controls"][k])].numpy()
+    return out
+
+
+def markdown(table: dict, names: list[str], cols: list[str], title: str) -> str:
+    lines = [f"**{title}**", "", "| avatar | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for n in names + ["mean"]:
+        vals = [table[c][n] for c in cols]
+        best = min(vals)
+        lines.append(f"| {n} | " + " | ".join(f"**{v:.4f}**" if v == best else f"{v:.4f}" for v in vals) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("config", help="the stage-3b config of the full method, e.g. configs/demo/emb2rig.yaml")
+    ap.add_argument("overrides", nargs="*", help="key=value config overrides, applied to every run")
+    ap.add_argument("--out", default=None, help="report folder (default: <output_dir>_transfer)")
+    ap.add_argument("--runs-root", default=None, help="baseline run folders (default: <out>/runs)")
+    ap.add_argument("--no-train", action="store_true", help="only evaluate existing checkpoint-best.pth files")
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    cfg = load_config(Emb2RigConfig, [args.config, *args.overrides])
+    out = Path(args.out or cfg.output_dir.rstrip("/") + "_transfer")
+    runs_root = Path(args.runs_root) if args.runs_root else out / "runs"
+    world = Path(cfg.data_root)
+    avatars = load_avatars(world / cfg.avatars_root, cfg.avatars or None)
+    names = [a.name for a in avatars]
+    cfgs = run_configs(cfg, runs_root, names)
+    minutes = {} if args.no_train else train_all(cfgs)
+
+    images, gts, mapped = read_eval(world, names)
+    frozen = load_frozen(cfg.encoder, cfg.renderer, names, [a.controls for a in avatars], torch.device("cpu"))
+    size = frozen.image_size
+    x = torch.stack([torch.from_numpy(np.asarray(load_rgb(world / i).resize((size, size)), np.float32) / 255)
+                     .permute(2, 0, 1) for i in images])  # (N, 3, S, S) in [0, 1]
+    with torch.no_grad():
+        feats = torch.cat([frozen.encode(b)[0].float() for b in x.split(256)])  # (N, D)
+
+    preds = {"full": predict(Path(cfgs["full"].output_dir) / "checkpoint-best.pth", feats, names),
+             "rig_only": predict(Path(cfgs["rig_only"].output_dir) / "checkpoint-best.pth", feats, names),
+             "per_avatar": {}}
+    for n in names:
+        ckpt = Path(cfgs[f"per_avatar/{n}"].output_dir) / "checkpoint-best.pth"
+        preds["per_avatar"].update(predict(ckpt, feats, [n]))
+    train_rows = {a.name: a.rigs[[not is_held_out(p.relative_to(a.root).as_posix(), cfg.val_fraction)
+                                  for p in a.images]] for a in avatars}
+    preds["mean_rig"] = {n: np.repeat(train_rows[n].mean(0, keepdims=True), len(images), 0) for n in names}
+    cols = ["full", "mean_rig", "rig_only", "per_avatar"]
+    mae = {c: {n: float(np.abs(preds[c][n] - gts[n]).mean()) for n in names} for c in cols}
+    mae_mapped = {c: {n: float(np.abs(preds[c][n] - gts[n])[:, mapped[n]].mean()) for n in names} for c in cols}
+    for t in (mae, mae_mapped):
+        for c in cols:
+            t[c]["mean"] = float(np.mean([t[c][n] for n in names]))
+    beats = {n: all(mae["full"][n] < mae[c][n] for c in ("mean_rig", "rig_only")) for n in names}
+    report = {"test_images": len(images), "avatars": names, "mae": mae, "mae_driven_controls": mae_mapped,
+              "full_beats_mean_rig_and_rig_only": beats, "train_minutes": minutes,
+              "runs": {k: c.output_dir for k, c in cfgs.items()},
+              "budget": {"epochs": cfg.epochs, "steps_per_epoch": cfg.steps_per_epoch, "batch_size": cfg.batch_size},
+              "config": args.config, "overrides": args.overrides}
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "transfer.json", report)
+    md = "\n\n".join([f"Held-out actors: {len(images)} images, MAE of rigs in [0, 1] (lower is better).",
+                      markdown(mae, names, cols, "all controls"),
+                      markdown(mae_mapped, names, cols, "AU-driven controls only"),
+                      f"training minutes per run: {minutes}" if minutes else ""])
+    (out / "transfer.md").write_text(md + "\n")
+    print("\n" + md + f"\n\n[transfer] wrote {out / 'transfer.json'} and {out / 'transfer.md'}")
+
+
+if __name__ == "__main__":
+    main()
