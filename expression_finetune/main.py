@@ -1,0 +1,130 @@
+"""Stage-2 training run: fine-tune the stage-1 ViT into a 16-d expression embedding on triplets.
+
+    python train.py configs/demo/expression.yaml [key=value ...]
+    torchrun --nproc_per_node 8 train.py configs/mae_train_expemb.yaml data_root=/data/fec
+
+Writes into `output_dir`: config.yaml, run.json, metrics.jsonl, curves.png, checkpoint-last.pth /
+checkpoint-best.pth (best = highest validation triplet accuracy) and summary.json. Re-running the
+same command resumes from checkpoint-last.pth; a finished run exits at once.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from common.checkpoint import find_resume, load_checkpoint, rng_state, save_training_state, set_rng_state
+from common.config import to_dict
+from common.device import make_scaler, seed_everything, seed_worker
+from common.dist import DistInfo, cleanup, init_distributed, make_sampler, unwrap, wrap_ddp
+from common.metrics import MetricsLogger, plot_metrics
+from common.optim import cosine_lr
+from common.run import prepare_run_dir, write_json
+from data.triplets import TYPE_INDEX, ImageListDataset, TripletDataset, read_triplets, unique_images
+from expression_finetune.config import ExpressionConfig
+from expression_finetune.engine import evaluate, train_one_epoch
+from expression_finetune.losses import margin_tensor
+from expression_finetune.models import ExpressionViT, build_expression_vit, load_pretrained
+from expression_finetune.transforms import eval_transform, train_transform
+
+
+def param_groups(model: ExpressionViT, weight_decay: float, layer_decay: float = 1.0) -> list[dict]:
+    """Weight-decay groups (none on 1-D params, biases and pos_embed) with layer-wise lr scales:
+    patch/pos/cls = layer 0, block i = layer i + 1, fc_norm/head = depth + 1 (scale 1)."""
+    depth = len(model.blocks)
+    groups: dict[tuple, dict] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        no_wd = p.ndim <= 1 or name.endswith(".bias") or name == "pos_embed"
+        layer = (int(name.split(".")[1]) + 1 if name.startswith("blocks.") else
+                 0 if name.startswith(("patch_embed", "cls_token", "pos_embed")) else depth + 1)
+        g = groups.setdefault((layer, no_wd), {"params": [], "weight_decay": 0.0 if no_wd else weight_decay,
+                                               "lr_scale": layer_decay ** (depth + 1 - layer)})
+        g["params"].append(p)
+    return list(groups.values())
+
+
+def build_optimizer(model: ExpressionViT, cfg: ExpressionConfig) -> torch.optim.Optimizer:
+    groups = param_groups(model, cfg.weight_decay, cfg.layer_decay)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
+
+
+def build_data(cfg: ExpressionConfig, info: DistInfo, size: int):
+    """Train loader + sampler, and the validation set as (distinct images, (T, 3) index, (T,) types)."""
+    root = Path(cfg.data_root)
+    url_map = root / cfg.url_map if cfg.url_map else None
+    train = read_triplets(root / cfg.train_csv, root, cfg.format, url_map)
+    val = read_triplets(root / cfg.val_csv, root, cfg.format, url_map)
+    tf = train_transform(size, cfg.crop_scale, cfg.rand_ops, cfg.rand_magnitude, cfg.reprob, cfg.hflip)
+    ds = TripletDataset(train, tf, cache=cfg.cache_images)
+    sampler = make_sampler(ds, info, shuffle=True, seed=cfg.seed, drop_last=True)
+    loader = DataLoader(ds, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
+                        pin_memory=info.device.type == "cuda", drop_last=True, worker_init_fn=seed_worker,
+                        persistent_workers=cfg.num_workers > 0)
+    if len(loader) == 0:
+        raise ValueError(f"{len(ds)} training triplets is less than one batch of {cfg.batch_size}; lower batch_size")
+    items, index = unique_images(val)
+    types = torch.tensor([TYPE_INDEX[r.type] for r in val], dtype=torch.long)
+    return loader, sampler, (ImageListDataset(items, eval_transform(size)), index, types)
+
+
+def main(cfg: ExpressionConfig) -> dict:
+    """Train (or resume) and return the summary dict that is also written to summary.json."""
+    info = init_distributed(cfg.device)
+    seed_everything(cfg.seed + info.rank)
+    run_dir = prepare_run_dir(cfg.output_dir, cfg, info.is_main)
+    model = build_expression_vit(cfg.model, cfg.emb_dim, cfg.drop_path)
+    resume = find_resume(run_dir)
+    init_report = load_pretrained(model, cfg.pretrained) if cfg.pretrained and resume is None else None
+    model.to(info.device)
+    optimizer, scaler = build_optimizer(model, cfg), make_scaler(info.device, cfg.precision)
+    start, best = 0, {"acc": -1.0, "epoch": -1, "per_type": {}}
+    if resume is not None:
+        ck = load_checkpoint(resume)
+        model.load_state_dict(ck["model"])
+        optimizer.load_state_dict(ck["optimizer"])
+        scaler.load_state_dict(ck["scaler"])
+        start, best, init_report = ck["epoch"] + 1, ck["best"], ck["init_report"]
+        set_rng_state(ck["rng"])
+        print(f"[train] resumed from {resume} at epoch {start}")
+    if start >= cfg.epochs:
+        print(f"[train] already complete ({cfg.epochs} epochs) in {run_dir}")
+        return {}
+    loader, sampler, (val_images, val_index, val_types) = build_data(cfg, info, model.image_size)
+    margins = margin_tensor(cfg.margins, info.device)
+    ddp = wrap_ddp(model, info)
+    log = MetricsLogger(run_dir, enabled=info.is_main)
+    lr_at = (lambda e: cosine_lr(e, cfg.epochs, cfg.warmup_epochs, cfg.lr, cfg.min_lr)) \
+        if cfg.schedule == "cosine" else (lambda e: cfg.lr)
+    t0, val = time.time(), {}
+    for epoch in range(start, cfg.epochs):
+        sampler.set_epoch(epoch)
+        stats = train_one_epoch(ddp, loader, optimizer, scaler, margins, epoch, info, cfg.precision, lr_at,
+                                cfg.clip_grad, cfg.steps_per_epoch)
+        val = evaluate(model, val_images, val_index, val_types, margins, info, num_workers=cfg.num_workers,
+                       precision=cfg.precision)
+        is_best = val["val/acc"] > best["acc"]
+        if is_best:
+            best = {"acc": val["val/acc"], "epoch": epoch, "per_type": val["per_type"]}
+        log.write({"epoch": epoch, **stats, **{k: v for k, v in val.items() if k.startswith("val/")}})
+        print(f"[train] epoch {epoch}: loss {stats['train/loss']:.4f} train acc {stats['train/acc']:.3f} "
+              f"val acc {val['val/acc']:.3f} ({time.time() - t0:.0f} s)")
+        if info.is_main:
+            save_training_state(run_dir, {"model": unwrap(ddp).state_dict(), "optimizer": optimizer.state_dict(),
+                                          "scaler": scaler.state_dict(), "epoch": epoch, "best": best,
+                                          "best_metric": best["acc"], "init_report": init_report,
+                                          "config": to_dict(cfg), "rng": rng_state()}, is_best)
+    summary = {"triplet_acc": val["val/acc"], "per_type": val["per_type"], "n_per_type": val["n_per_type"],
+               "best_triplet_acc": best["acc"], "best_per_type": best["per_type"], "best_epoch": best["epoch"],
+               "epochs": cfg.epochs,
+               "pretrained": cfg.pretrained, "init_report": init_report, "train_wall_s": round(time.time() - t0, 1)}
+    if info.is_main:
+        plot_metrics(run_dir / "metrics.jsonl", run_dir / "curves.png")
+        write_json(run_dir / "summary.json", summary)
+    cleanup()
+    return summary

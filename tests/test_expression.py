@@ -1,0 +1,181 @@
+"""Stage 2: per-type margins, the triplet metric against a hand count, checkpoint init, the frozen
+public encoder, and a short training run that resumes exactly."""
+import argparse
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from common.config import load_config
+from data.triplets import TYPE_INDEX
+from expression_finetune import build_expression_vit, load_encoder, load_pretrained
+from expression_finetune.config import ExpressionConfig
+from expression_finetune.losses import (
+    DEFAULT_MARGINS,
+    accuracy_from_counts,
+    margin_tensor,
+    triplet_correct,
+    triplet_loss,
+    type_counts,
+)
+from mae_pretrain import build_mae
+
+ONE, TWO, THREE = (TYPE_INDEX[t] for t in ("ONE_CLASS_TRIPLET", "TWO_CLASS_TRIPLET", "THREE_CLASS_TRIPLET"))
+TINY = "mae_vit_tiny_patch8_64"
+
+
+def _line(a: float, p: float, n: float) -> torch.Tensor:
+    """A triplet of 1-D embeddings (as (3, 1)); squared distances are (a - p)^2 etc."""
+    return torch.tensor([[a], [p], [n]])
+
+
+def test_margins_are_applied_by_type():
+    m = margin_tensor(DEFAULT_MARGINS)
+    assert m.tolist() == pytest.approx([0.1, 0.2, 0.2])
+    # a = 0, p = 0.3, n = -0.6 on a line: d(a,p) = 0.09, d(a,n) = 0.36, d(p,n) = 0.81 (squared distances)
+    emb = _line(0.0, 0.3, -0.6)[None]  # (1, 3, 1)
+    d_ap, d_an, d_pn = 0.09, 0.36, 0.81
+    for t, margin in ((ONE, 0.1), (TWO, 0.2), (THREE, 0.2)):
+        want = max(0, d_ap - d_an + margin) + max(0, d_ap - d_pn + margin)
+        assert triplet_loss(emb, torch.tensor([t]), m).item() == pytest.approx(want, abs=1e-6)
+    assert triplet_loss(emb, torch.tensor([ONE]), m).item() == pytest.approx(0.0, abs=1e-7)  # 0.09-0.36+0.1 < 0
+    assert triplet_loss(emb, torch.tensor([TWO]), m).item() == pytest.approx(0.0, abs=1e-7)  # 0.09-0.36+0.2 < 0
+    # a tighter triplet: d(a,p) = 0.04, d(a,n) = 0.16, d(p,n) = 0.36 (a = 0, p = 0.2, n = -0.4)
+    emb2 = _line(0.0, 0.2, -0.4)[None]
+    assert triplet_loss(emb2, torch.tensor([ONE]), m).item() == pytest.approx(0.0, abs=1e-7)  # 0.04-0.16+0.1 < 0
+    assert triplet_loss(emb2, torch.tensor([TWO]), m).item() == pytest.approx(0.08, abs=1e-6)  # 0.04-0.16+0.2
+    # vectorised batch = mean of the single losses
+    batch = torch.cat([emb, emb2, emb2])
+    assert triplet_loss(batch, torch.tensor([TWO, ONE, THREE]), m).item() == pytest.approx(0.08 / 3, abs=1e-6)
+    with pytest.raises(ValueError, match="margins missing"):
+        margin_tensor({"ONE_CLASS_TRIPLET": 0.1})
+
+
+def test_loss_is_symmetric_in_anchor_and_positive():
+    g = torch.Generator().manual_seed(0)
+    emb = F.normalize(torch.randn(8, 3, 16, generator=g), dim=-1)
+    types = torch.randint(0, 3, (8,), generator=g)
+    m = margin_tensor(DEFAULT_MARGINS)
+    swapped = emb[:, [1, 0, 2]]
+    assert triplet_loss(emb, types, m).item() == pytest.approx(triplet_loss(swapped, types, m).item(), rel=1e-6)
+
+
+def test_metric_equals_hand_computed_example():
+    # positions on a line; correct iff d(a,p) is strictly the smallest of the three pairs
+    trips = [_line(0, 1, 5),    # ap 1, an 25, pn 16: correct        ONE
+             _line(0, 3, 1),    # ap 9, an 1: wrong                  ONE
+             _line(0, 2, 3),    # ap 4, an 9, pn 1: wrong (pn closer) TWO
+             _line(0, 1, -3),   # ap 1, an 9, pn 16: correct         TWO
+             _line(0, 2, -2)]   # ap 4, an 4: tie counts as wrong    TWO
+    emb = torch.stack(trips)  # (5, 3, 1)
+    types = torch.tensor([ONE, ONE, TWO, TWO, TWO])
+    correct = triplet_correct(emb)
+    assert correct.tolist() == [True, False, False, True, False]
+    acc = accuracy_from_counts(type_counts(correct, types))
+    assert acc["triplet_acc"] == pytest.approx(2 / 5)
+    assert acc["per_type"] == {"ONE_CLASS_TRIPLET": pytest.approx(0.5), "TWO_CLASS_TRIPLET": pytest.approx(1 / 3),
+                               "THREE_CLASS_TRIPLET": None}  # absent type: None, no division by zero
+    assert acc["n_per_type"] == {"ONE_CLASS_TRIPLET": 2, "TWO_CLASS_TRIPLET": 3, "THREE_CLASS_TRIPLET": 0}
+    # counts from two halves (two ranks / batches) add up to the same result
+    halves = type_counts(correct[:2], types[:2]) + type_counts(correct[2:], types[2:])
+    assert accuracy_from_counts(halves) == acc
+    assert accuracy_from_counts(torch.zeros(3, 2))["per_type"]["ONE_CLASS_TRIPLET"] is None
+
+
+@pytest.mark.parametrize("layout", ["full", "encoder_only", "ddp_prefixed"])
+def test_official_layout_checkpoint_initialises_every_encoder_key(tmp_path, layout):
+    torch.manual_seed(0)
+    mae = build_mae(TINY)
+    sd = mae.state_dict()
+    if layout == "encoder_only":  # like the public mae_pretrain_vit_base.pth
+        sd = {k: v for k, v in sd.items() if not k.startswith(("decoder_", "mask_token"))}
+    if layout == "ddp_prefixed":
+        sd = {"module." + k: v for k, v in sd.items()}
+    path = tmp_path / "mae.pth"
+    torch.save({"model": sd, "args": argparse.Namespace(model=TINY), "epoch": 3}, path)
+    model = build_expression_vit(TINY)
+    report = load_pretrained(model, path)
+    assert report["missing_encoder"] == [] and report["unexpected"] == []
+    assert sorted(report["new"]) == ["fc_norm.bias", "fc_norm.weight", "head.bias", "head.weight"]
+    assert {"norm.weight", "norm.bias"} <= set(report["unused"])  # final norm replaced by fc_norm: expected
+    own = model.state_dict()
+    for k, v in mae.state_dict().items():
+        if k in own:
+            assert torch.equal(own[k], v), k
+
+
+def test_vit_base_encoder_keys_are_the_official_ones():
+    own = set(build_expression_vit("mae_vit_base_patch16").state_dict())
+    official = set(build_mae("mae_vit_base_patch16").state_dict())
+    assert own - official == {"fc_norm.weight", "fc_norm.bias", "head.weight", "head.bias"}
+    assert official - own == {k for k in official if k.startswith(("decoder_", "mask_token", "norm."))}
+
+
+def test_wrong_file_or_preset_fails_clearly(tmp_path):
+    torch.save({"model": {"foo.weight": torch.zeros(1)}}, tmp_path / "x.pth")
+    with pytest.raises(ValueError, match="no ViT encoder key"):
+        load_pretrained(build_expression_vit(TINY), tmp_path / "x.pth")
+    torch.save({"model": build_mae("mae_vit_small_patch8_64").state_dict()}, tmp_path / "s.pth")
+    with pytest.raises(ValueError, match="shapes differ"):
+        load_pretrained(build_expression_vit(TINY), tmp_path / "s.pth")
+
+
+def test_model_outputs_pooled_feature_and_unit_embedding():
+    model = build_expression_vit(TINY, emb_dim=16, drop_path=0.2).eval()
+    feat, emb = model(torch.randn(4, 3, 64, 64))
+    assert feat.shape == (4, 192) and emb.shape == (4, 16)
+    assert torch.allclose(emb.norm(dim=-1), torch.ones(4), atol=1e-5)
+    assert [round(b.drop_prob, 3) for b in model.blocks] == [0.0, 0.04, 0.08, 0.12, 0.16, 0.2]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    from data.demo_world import make_world
+
+    root = tmp_path_factory.mktemp("world")
+    make_world(root, "tiny", seed=0)
+    lines = (root / "triplets/test.csv").read_text().splitlines()
+    (root / "triplets/val_small.csv").write_text("\n".join(lines[:25]) + "\n")  # fast evaluation
+    return root
+
+
+def _cfg(world, out, *extra):
+    return load_config(ExpressionConfig, ["configs/demo/expression.yaml", f"data_root={world}", f"output_dir={out}",
+                                          "pretrained=null", "val_csv=triplets/val_small.csv", "batch_size=4",
+                                          "steps_per_epoch=2", "num_workers=0", "schedule=constant", *extra])
+
+
+def test_training_resumes_exactly_and_load_encoder_is_frozen_but_differentiable(world, tmp_path, capsys):
+    from expression_finetune.main import main
+
+    full = main(_cfg(world, tmp_path / "a", "epochs=2"))
+    main(_cfg(world, tmp_path / "b", "epochs=1"))
+    resumed = main(_cfg(world, tmp_path / "b", "epochs=2"))  # continues from b's epoch 0
+    assert "resumed from" in capsys.readouterr().out
+    a = torch.load(tmp_path / "a/checkpoint-last.pth", weights_only=True)["model"]
+    b = torch.load(tmp_path / "b/checkpoint-last.pth", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed["triplet_acc"] == full["triplet_acc"]
+    summary = json.loads((tmp_path / "a/summary.json").read_text())
+    assert set(summary["per_type"]) == set(TYPE_INDEX) and 0 <= summary["triplet_acc"] <= 1
+    assert summary["best_epoch"] in (0, 1) and (tmp_path / "a/checkpoint-best.pth").is_file()
+    assert main(_cfg(world, tmp_path / "a", "epochs=2")) == {}
+    assert "already complete" in capsys.readouterr().out
+
+    enc = load_encoder(tmp_path / "a/checkpoint-best.pth")
+    enc.train()  # a parent module's .train() must not switch the frozen encoder to training mode
+    assert not enc.training and not any(p.requires_grad for p in enc.parameters())
+    img = Image.open(next((world / "faces/test").rglob("*.png")))
+    x = enc.preprocess(img)[None]  # (1, 3, 64, 64)
+    x01 = torch.from_numpy(np.array(img.convert("RGB"))).permute(2, 0, 1)[None] / 255.0
+    assert torch.allclose(enc.preprocess(x01), x, atol=1e-5)  # tensor path == PIL path at the native size
+    x01.requires_grad_(True)
+    feat, emb = enc(enc.preprocess(x01))
+    assert feat.shape == (1, enc.feature_dim) and emb.shape == (1, 16) and enc.image_size == 64
+    (feat.sum() + emb.sum()).backward()
+    assert x01.grad is not None and x01.grad.abs().sum() > 0
+    assert all(p.grad is None for p in enc.parameters())
+    torch.testing.assert_close(enc(x)[1], enc(x)[1])  # deterministic (no drop-path at inference)
