@@ -67,7 +67,8 @@ def main(cfg: Emb2RigConfig) -> dict | None:
     train_set, val_set = build_sets(avatars, [root / f for f in cfg.faces], frozen.image_size, cfg.val_fraction)
     own_rigs = [train_set.rig[train_set.source == k, :len(c)].numpy() for k, c in enumerate(controls)]
     refs = reference_images(frozen, own_rigs, info.device)  # (A, 3, S, S)
-    model = build_model(reference_features(frozen, refs), [len(c) for c in controls], cfg.model).to(info.device)
+    model = build_model(reference_features(frozen, refs), [len(c) for c in controls], cfg.model,
+                        [torch.from_numpy(r.mean(0)) for r in own_rigs]).to(info.device)
     if cfg.pretrained:
         load_weights(model, cfg.pretrained)
     disc = MultiScalePatchGAN(cfg.disc.scales, cfg.disc.channels, cfg.disc.layers).to(info.device) \

@@ -37,6 +37,8 @@ class DecoderConfig:
         norm: 'batch' (paper) or 'layer' (for batch size 1 / per-sample inference in training mode).
         id_dim: size of the identity embedding e_id.
         id_hidden: hidden width of the identity MLP.
+        mean_prior: add each avatar's mean training rig (as a logit, a fixed buffer) before the
+            sigmoid, so an untrained decoder outputs the mean rig and learns deviations from it.
     """
     width: int = 512
     blocks: int = 2
@@ -44,6 +46,7 @@ class DecoderConfig:
     norm: str = "batch"
     id_dim: int = 64
     id_hidden: int = 256
+    mean_prior: bool = True
 
     def __post_init__(self):
         if self.norm not in ("batch", "layer"):
@@ -88,9 +91,11 @@ class RigDecoder(nn.Module):
         self.blocks = nn.Sequential(*[ResBlock(cfg.width, cfg.dropout, cfg.norm) for _ in range(cfg.blocks)])
         self.head = nn.Linear(cfg.width, max_controls)
 
-    def forward(self, feat: torch.Tensor, e_id: torch.Tensor) -> torch.Tensor:
+    def forward(self, feat: torch.Tensor, e_id: torch.Tensor, offset: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, D) features, (B, id_dim) identities, optional (B, max_controls) logit offsets -> (B, max_controls)."""
         x = torch.cat([feat, e_id], dim=1)  # (B, D) + (B, id_dim) -> (B, D + id_dim)
-        return torch.sigmoid(self.head(self.blocks(self.stem(x))))  # (B, max_controls)
+        logits = self.head(self.blocks(self.stem(x)))  # (B, max_controls)
+        return torch.sigmoid(logits if offset is None else logits + offset)
 
 
 class IdentityEncoder(nn.Module):
@@ -119,15 +124,20 @@ class Emb2Rig(nn.Module):
         ids: IdentityEncoder over the avatars' reference features.
         decoder: RigDecoder with `max_controls >= max(n_controls)`.
         n_controls: rig size of each avatar, in avatar-index order.
+        prior: optional (A, max_controls) mean rigs in [0, 1]; stored as logits, added before the sigmoid.
     """
 
-    def __init__(self, ids: IdentityEncoder, decoder: RigDecoder, n_controls: list[int]):
+    def __init__(self, ids: IdentityEncoder, decoder: RigDecoder, n_controls: list[int],
+                 prior: torch.Tensor | None = None):
         super().__init__()
         self.ids, self.decoder = ids, decoder
         self.max_controls = decoder.head.out_features
         if max(n_controls) > self.max_controls:
             raise ValueError(f"an avatar has {max(n_controls)} controls, the decoder head only {self.max_controls}")
         self.register_buffer("n_controls", torch.tensor(n_controls, dtype=torch.long))  # (A,)
+        prior_logit = torch.zeros(len(n_controls), self.max_controls) if prior is None else \
+            torch.logit(prior.float().clamp(0.02, 0.98))
+        self.register_buffer("prior_logit", prior_logit)  # (A, max_controls); 0 = no prior (0.5)
 
     def control_mask(self, avatar: torch.Tensor) -> torch.Tensor:
         """(B,) avatar indices -> (B, max_controls) float mask of each avatar's real controls."""
@@ -135,21 +145,33 @@ class Emb2Rig(nn.Module):
 
     def forward(self, feat: torch.Tensor, avatar: torch.Tensor) -> torch.Tensor:
         """(B, D) encoder features, (B,) avatar indices -> (B, max_controls) rigs, zero past each avatar's size."""
-        rig = self.decoder(feat, self.ids(avatar))
+        rig = self.decoder(feat, self.ids(avatar), self.prior_logit[avatar])
         return rig * self.control_mask(avatar)
 
     @torch.no_grad()
-    def add_avatar(self, ref_feat: torch.Tensor, n_controls: int) -> int:
-        """Register a new avatar from its reference feature (D,); returns its index. No training needed."""
+    def add_avatar(self, ref_feat: torch.Tensor, n_controls: int, prior: torch.Tensor | None = None) -> int:
+        """Register a new avatar from its reference feature (D,) (and optionally its mean rig
+        (n_controls,)); returns its index. No training needed."""
         self.ids.ref_feats = torch.cat([self.ids.ref_feats, ref_feat.reshape(1, -1).to(self.ids.ref_feats)])
         self.n_controls = torch.cat([self.n_controls, self.n_controls.new_tensor([n_controls])])
+        row = torch.zeros(1, self.max_controls, device=self.prior_logit.device)
+        if prior is not None:
+            row[0, :n_controls] = torch.logit(prior.float().clamp(0.02, 0.98))
+        self.prior_logit = torch.cat([self.prior_logit, row])
         return len(self.n_controls) - 1
 
 
-def build_model(ref_feats: torch.Tensor, n_controls: list[int], cfg: DecoderConfig) -> Emb2Rig:
-    """Emb2Rig for avatars with reference features (A, D) and rig sizes `n_controls`."""
+def build_model(ref_feats: torch.Tensor, n_controls: list[int], cfg: DecoderConfig,
+                mean_rigs: list[torch.Tensor] | None = None) -> Emb2Rig:
+    """Emb2Rig for avatars with reference features (A, D), rig sizes `n_controls` and, when
+    `cfg.mean_prior`, their mean training rigs (each (n_a,))."""
     dec = RigDecoder(ref_feats.shape[1], max(n_controls), cfg)
-    return Emb2Rig(IdentityEncoder(ref_feats, cfg), dec, n_controls)
+    prior = None
+    if cfg.mean_prior and mean_rigs is not None:
+        prior = torch.full((len(n_controls), max(n_controls)), 0.5)
+        for a, m in enumerate(mean_rigs):
+            prior[a, :len(m)] = torch.as_tensor(m)
+    return Emb2Rig(IdentityEncoder(ref_feats, cfg), dec, n_controls, prior)
 
 
 def load_decoder(path: str | Path, device: str | torch.device = "cpu") -> tuple[Emb2Rig, dict]:

@@ -146,6 +146,16 @@ def test_rigs_are_sliced_to_each_avatars_own_controls():
     assert (model(feat[:1], torch.tensor([k]))[0, 4:] == 0).all()
 
 
+def test_mean_prior_is_the_starting_point():
+    means = [torch.rand(n) * 0.8 + 0.1 for n in (3, 5, 7)]
+    model = build_model(torch.randn(3, 24), [3, 5, 7], DecoderConfig(width=16, id_dim=4, id_hidden=8), means).eval()
+    nn.init.zeros_(model.decoder.head.weight)
+    nn.init.zeros_(model.decoder.head.bias)
+    rig = model(torch.randn(3, 24), torch.tensor([0, 1, 2]))
+    for a, m in enumerate(means):
+        torch.testing.assert_close(rig[a, :len(m)], m)
+
+
 def test_sample_targets_put_the_own_avatar_first():
     source = torch.tensor([-1, 0, 1, 2, 2])
     t = sample_targets(source, 3, 2, torch.Generator().manual_seed(1))
