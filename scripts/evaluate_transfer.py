@@ -40,7 +40,8 @@ from emb2rig.main import main as train  # noqa: E402
 from emb2rig.models import load_decoder  # noqa: E402
 
 
-def run_configs(cfg: Emb2RigConfig, runs_root: Path, names: list[str]) -> dict[str, Emb2RigConfig]:
+def run_configs(cfg: Emb2RigConfig, runs_root: Path, names: list[str],
+                per_avatar: bool = True) -> dict[str, Emb2RigConfig]:
     """The full run (its own output_dir) and the baselines (under runs_root), same budget."""
     rig_only = dataclasses.replace(cfg.loss, weight_perceptual=0.0, weight_pixel=0.0, weight_gan=0.0,
                                    weight_rig=cfg.loss.weight_rig or 1.0)
@@ -50,7 +51,7 @@ def run_configs(cfg: Emb2RigConfig, runs_root: Path, names: list[str]) -> dict[s
     steps = cfg.steps_per_epoch
     if steps:
         steps = max(1, round(steps * min(cfg.targets_per_sample, len(names)) / len(names)))
-    for n in names:
+    for n in names if per_avatar else []:
         out[f"per_avatar/{n}"] = dataclasses.replace(cfg, output_dir=str(runs_root / f"per_avatar_{n}"), avatars=[n],
                                                      steps_per_epoch=steps)
     return out
@@ -122,6 +123,7 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="report folder (default: <output_dir>_transfer)")
     ap.add_argument("--runs-root", default=None, help="baseline run folders (default: <out>/runs)")
     ap.add_argument("--no-train", action="store_true", help="only evaluate existing checkpoint-best.pth files")
+    ap.add_argument("--no-per-avatar", action="store_true", help="skip the per-avatar decoders (quick comparisons)")
     args = ap.parse_args()
     torch.set_num_threads(2)
     cfg = load_config(Emb2RigConfig, [args.config, *args.overrides])
@@ -130,7 +132,7 @@ def main() -> None:
     world = Path(cfg.data_root)
     avatars = load_avatars(world / cfg.avatars_root, cfg.avatars or None)
     names = [a.name for a in avatars]
-    cfgs = run_configs(cfg, runs_root, names)
+    cfgs = run_configs(cfg, runs_root, names, not args.no_per_avatar)
     minutes = {} if args.no_train else train_all(cfgs)
 
     images, gts, mapped = read_eval(world, names)
@@ -144,13 +146,13 @@ def main() -> None:
     preds = {"full": predict(Path(cfgs["full"].output_dir) / "checkpoint-best.pth", feats, names),
              "rig_only": predict(Path(cfgs["rig_only"].output_dir) / "checkpoint-best.pth", feats, names),
              "per_avatar": {}}
-    for n in names:
+    for n in names if not args.no_per_avatar else []:
         ckpt = Path(cfgs[f"per_avatar/{n}"].output_dir) / "checkpoint-best.pth"
         preds["per_avatar"].update(predict(ckpt, feats, [n]))
     train_rows = {a.name: a.rigs[[not is_held_out(p.relative_to(a.root).as_posix(), cfg.val_fraction)
                                   for p in a.images]] for a in avatars}
     preds["mean_rig"] = {n: np.repeat(train_rows[n].mean(0, keepdims=True), len(images), 0) for n in names}
-    cols = ["full", "mean_rig", "rig_only", "per_avatar"]
+    cols = ["full", "mean_rig", "rig_only"] + ([] if args.no_per_avatar else ["per_avatar"])
     mae = {c: {n: float(np.abs(preds[c][n] - gts[n]).mean()) for n in names} for c in cols}
     mae_mapped = {c: {n: float(np.abs(preds[c][n] - gts[n])[:, mapped[n]].mean()) for n in names} for c in cols}
     for t in (mae, mae_mapped):
