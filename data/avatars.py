@@ -1,0 +1,253 @@
+"""The avatar format: `<avatars_root>/<name>/rigs.csv` + images + `avatar.yaml` (stages 3a and 3b).
+
+    avatars = load_avatars("outputs/demo/world/avatars")        # every avatar folder, sorted
+    ds = AvatarRigDataset(avatars, image_size=64, split="train", val_fraction=0.1)
+    batch = ds.__getitems__([0, 1, 2])  # {'rig', 'mask': (3, max_n), 'avatar': (3,), 'image': uint8 (3, 3, H, W)}
+
+`rigs.csv` has the header `image,<control_1>,...,<control_n>` (image paths relative to the
+avatar folder, values in [0, 1]); `avatar.yaml` holds `display_name`, optionally `controls`
+(must then equal the CSV header), `image_size`, `eye_boxes: [[x0, y0, x1, y1], ...]` and
+`mouth_box: [x0, y0, x1, y1]` in normalised image coordinates. Every error names the file.
+
+The held-out split is deterministic and independent of row order: a row is held out when a
+stable hash (CRC32) of its image path falls below `val_fraction`.
+"""
+from __future__ import annotations
+
+import csv
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from PIL import Image
+from torch.utils.data import Dataset, Sampler
+
+from data.images import load_rgb
+
+RIGS_FILE, AVATAR_FILE = "rigs.csv", "avatar.yaml"
+
+
+class AvatarFormatError(ValueError):
+    """An avatar folder that does not follow the format; the message names the file and the fix."""
+
+
+@dataclass
+class Avatar:
+    """One avatar: its controls, boxes and (image path, rig) rows.
+
+    Args:
+        name: folder name (the avatar's id).
+        root: the avatar folder.
+        display_name: human-readable name from `avatar.yaml`.
+        controls: rig control names, in rig order.
+        eye_boxes / mouth_box: normalised [x0, y0, x1, y1] boxes.
+        images: image paths (absolute), one per rig row.
+        rigs: (N, n_controls) float32 in [0, 1].
+    """
+    name: str
+    root: Path
+    display_name: str
+    controls: list[str]
+    eye_boxes: list[list[float]]
+    mouth_box: list[float]
+    images: list[Path] = field(default_factory=list)
+    rigs: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+
+    @property
+    def boxes(self) -> list[list[float]]:
+        """Eye boxes then the mouth box (the regions the renderer's region loss weights)."""
+        return [*self.eye_boxes, self.mouth_box]
+
+
+def _check_box(box, path: Path, key: str) -> list[float]:
+    ok = isinstance(box, (list, tuple)) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box)
+    if not ok or not (0 <= box[0] < box[2] <= 1 and 0 <= box[1] < box[3] <= 1):
+        raise AvatarFormatError(f"{path}: '{key}' must be [x0, y0, x1, y1] with 0 <= x0 < x1 <= 1 and "
+                                f"0 <= y0 < y1 <= 1 (normalised image coordinates), got {box!r}")
+    return [float(v) for v in box]
+
+
+def read_avatar(folder: str | Path) -> Avatar:
+    """Read one avatar folder (`avatar.yaml` + `rigs.csv`); raises AvatarFormatError naming the file."""
+    folder = Path(folder)
+    meta_path, rigs_path = folder / AVATAR_FILE, folder / RIGS_FILE
+    for p in (meta_path, rigs_path):
+        if not p.is_file():
+            raise AvatarFormatError(f"{p}: missing; every avatar folder needs {AVATAR_FILE} and {RIGS_FILE}")
+    try:
+        meta = yaml.safe_load(meta_path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise AvatarFormatError(f"{meta_path}: not valid YAML: {e}") from None
+    if not isinstance(meta, dict):
+        raise AvatarFormatError(f"{meta_path}: top level must be a mapping")
+    for key in ("eye_boxes", "mouth_box"):
+        if key not in meta:
+            raise AvatarFormatError(f"{meta_path}: missing key '{key}' (normalised [x0, y0, x1, y1] boxes)")
+    eyes = meta["eye_boxes"]
+    if not isinstance(eyes, list) or not eyes:
+        raise AvatarFormatError(f"{meta_path}: 'eye_boxes' must be a non-empty list of [x0, y0, x1, y1]")
+    eyes = [_check_box(b, meta_path, "eye_boxes") for b in eyes]
+    mouth = _check_box(meta["mouth_box"], meta_path, "mouth_box")
+
+    with rigs_path.open(newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows or not rows[0] or rows[0][0].strip() != "image" or len(rows[0]) < 2:
+        raise AvatarFormatError(f"{rigs_path}: header must be 'image,<control_1>,...,<control_n>'")
+    controls = [c.strip() for c in rows[0][1:]]
+    if len(set(controls)) != len(controls) or any(not c for c in controls):
+        raise AvatarFormatError(f"{rigs_path}: control names in the header must be non-empty and unique")
+    if "controls" in meta and list(meta["controls"]) != controls:
+        raise AvatarFormatError(f"{meta_path}: 'controls' {meta['controls']} differ from the header of "
+                                f"{rigs_path} {controls}; make them the same list in the same order")
+    images, rigs = [], []
+    for line, row in enumerate(rows[1:], start=2):
+        if not row or all(not v.strip() for v in row):
+            continue
+        if len(row) != len(controls) + 1:
+            raise AvatarFormatError(f"{rigs_path}, line {line}: {len(row)} columns, expected "
+                                    f"{len(controls) + 1} (image + {len(controls)} controls)")
+        try:
+            vals = [float(v) for v in row[1:]]
+        except ValueError:
+            raise AvatarFormatError(f"{rigs_path}, line {line}: rig values must be numbers, got {row[1:]}") from None
+        if not all(0.0 <= v <= 1.0 for v in vals):  # also rejects NaN
+            raise AvatarFormatError(f"{rigs_path}, line {line}: rig values must lie in [0, 1], got {vals}")
+        img = folder / row[0].strip()
+        if not img.is_file():
+            raise AvatarFormatError(f"{rigs_path}, line {line}: image '{row[0]}' not found (looked for {img})")
+        images.append(img)
+        rigs.append(vals)
+    if not images:
+        raise AvatarFormatError(f"{rigs_path}: no rows; add one 'image,<values>' row per rendered image")
+    return Avatar(folder.name, folder, str(meta.get("display_name", folder.name)), controls, eyes, mouth,
+                  images, np.asarray(rigs, np.float32))
+
+
+def load_avatars(root: str | Path, names: list[str] | None = None) -> list[Avatar]:
+    """Every avatar folder under `root` (sorted by name), or the listed `names` in that order."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"avatar folder '{root}' does not exist; set data_root in your config "
+                                f"(or make the demo world: python scripts/make_demo_data.py --out DIR)")
+    if not names:
+        names = sorted(p.name for p in root.iterdir() if (p / RIGS_FILE).is_file())
+        if not names:
+            raise FileNotFoundError(f"no avatar folders (with {RIGS_FILE}) under '{root}'")
+    return [read_avatar(root / n) for n in names]
+
+
+def is_held_out(image: str, val_fraction: float) -> bool:
+    """Deterministic split: CRC32 of the image path (relative to its avatar folder) vs `val_fraction`."""
+    return zlib.crc32(image.encode()) / 2**32 < val_fraction
+
+
+def box_mask(boxes: list[list[float]], size: int) -> torch.Tensor:
+    """(1, size, size) float mask: 1 inside any of the normalised boxes, else 0."""
+    m = torch.zeros(1, size, size)
+    for x0, y0, x1, y1 in boxes:
+        m[:, int(np.floor(y0 * size)):int(np.ceil(y1 * size)), int(np.floor(x0 * size)):int(np.ceil(x1 * size))] = 1
+    return m
+
+
+class AvatarRigDataset(Dataset):
+    """(rig, image) pairs of several avatars, decoded once into an in-memory uint8 cache.
+
+    Rigs of different sizes are padded with zeros to the largest avatar's size; `mask` marks the
+    real entries. Use `__getitems__` (the DataLoader calls it) to fetch stacked batches.
+
+    Args:
+        avatars: from `load_avatars`.
+        image_size: images are resized (area) to this square size.
+        split: 'train' (rows not held out), 'val' (held out) or 'all'.
+        val_fraction: share of rows held out, chosen by a stable hash of the image path.
+    """
+
+    def __init__(self, avatars: list[Avatar], image_size: int, split: str = "train", val_fraction: float = 0.1):
+        if split not in ("train", "val", "all"):
+            raise ValueError(f"split must be 'train', 'val' or 'all', got '{split}'")
+        self.avatars, self.image_size = avatars, image_size
+        self.max_controls = max(len(a.controls) for a in avatars)
+        rigs, avatar_idx, images = [], [], []
+        for k, a in enumerate(avatars):
+            for path, rig in zip(a.images, a.rigs):
+                held = is_held_out(path.relative_to(a.root).as_posix(), val_fraction)
+                if split == "all" or held == (split == "val"):
+                    rigs.append(np.pad(rig, (0, self.max_controls - len(rig))))
+                    avatar_idx.append(k)
+                    images.append(self._decode(path))
+        if not rigs:
+            raise ValueError(f"split '{split}' is empty (val_fraction={val_fraction}); use more rows "
+                             f"or a different val_fraction")
+        self.rig = torch.from_numpy(np.stack(rigs))  # (N, max_n)
+        self.avatar = torch.tensor(avatar_idx, dtype=torch.long)  # (N,)
+        n_ctrl = torch.tensor([len(a.controls) for a in avatars])
+        self.mask = (torch.arange(self.max_controls)[None] < n_ctrl[self.avatar][:, None]).float()  # (N, max_n)
+        self.image = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()  # (N, 3, H, W) uint8
+
+    def _decode(self, path: Path) -> np.ndarray:
+        img = load_rgb(path)
+        if img.size != (self.image_size, self.image_size):
+            img = img.resize((self.image_size, self.image_size), Image.Resampling.BOX)
+        return np.asarray(img, np.uint8)  # (H, W, 3)
+
+    def __len__(self) -> int:
+        return len(self.rig)
+
+    def __getitems__(self, idx: list[int]) -> dict[str, torch.Tensor]:
+        i = torch.as_tensor(idx, dtype=torch.long)
+        return {"rig": self.rig[i], "mask": self.mask[i], "avatar": self.avatar[i], "image": self.image[i]}
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {k: v[0] for k, v in self.__getitems__([i]).items()}
+
+    def indices_of(self, avatar: int) -> torch.Tensor:
+        """Row indices of one avatar (for per-avatar evaluation and sample grids)."""
+        return torch.nonzero(self.avatar == avatar).flatten()
+
+
+class AvatarBatchSampler(Sampler[list[int]]):
+    """Batches that each hold one avatar's rows (for per-avatar generators: one full batch per
+    generator per step instead of a third of one), shuffled per epoch, sharded over ranks.
+
+    Every rank gets the same number of batches of each avatar, so DDP ranks stay in step.
+
+    Args:
+        avatar: (N,) avatar index of each dataset row.
+        batch_size: rows per batch (a rank's last partial batch of an avatar is dropped).
+        rank / world_size: this process's shard.
+        seed: base seed; call `set_epoch` each epoch for a new order.
+    """
+
+    def __init__(self, avatar: torch.Tensor, batch_size: int, rank: int = 0, world_size: int = 1, seed: int = 0):
+        self.avatar, self.batch_size = avatar, batch_size
+        self.rank, self.world_size, self.seed, self.epoch = rank, world_size, seed, 0
+        counts = torch.bincount(avatar).tolist()
+        self.n_batches = sum(c // world_size // batch_size for c in counts)
+        if self.n_batches == 0:
+            raise ValueError(f"no avatar has {batch_size * world_size} training rows; lower batch_size")
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n_batches
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        batches = []
+        for a in range(int(self.avatar.max()) + 1):
+            idx = torch.nonzero(self.avatar == a).flatten()
+            idx = idx[torch.randperm(len(idx), generator=g)]
+            per_rank = len(idx) // self.world_size // self.batch_size * self.batch_size
+            mine = idx[self.rank * per_rank:(self.rank + 1) * per_rank]
+            batches += [mine[i:i + self.batch_size].tolist() for i in range(0, per_rank, self.batch_size)]
+        order = torch.randperm(len(batches), generator=g).tolist()  # same order on every rank
+        return iter([batches[i] for i in order])
+
+
+def keep_batch(batch):
+    """DataLoader `collate_fn` for datasets whose `__getitems__` already returns a stacked batch."""
+    return batch

@@ -1,0 +1,59 @@
+"""Stage 3a config: `python train_rig2img.py configs/configs_rig2img.yaml key=value ...`."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from common.config import check_choice
+from common.device import PRECISIONS
+from rig2img.models import GeneratorConfig
+
+
+@dataclass
+class Rig2ImgConfig:
+    """Neural-renderer training (rig -> avatar image).
+
+    Args:
+        data_root: folder of avatar folders (`<name>/rigs.csv`, images, `avatar.yaml`).
+        avatars: avatar folder names to train on, in index order (empty: every folder, sorted).
+        val_fraction: share of each avatar's rows held out for evaluation (stable hash of the image path).
+        model: GeneratorConfig (`mode` per_avatar | shared, `image_size`, widths).
+        lr, betas, weight_decay: Adam settings (paper: 1e-5, (0, 0.99), 0).
+        lr_schedule: 'constant' (paper) or 'cosine' (per-step, after `warmup_epochs` of linear warm-up).
+        min_lr: floor of the cosine schedule.
+        weight_image: weight of the L1 over the whole image.
+        weight_region: weight of the L1 inside the eye and mouth boxes (paper: 10).
+        grid_samples: held-out samples per avatar in each epoch's ground-truth-vs-render grid.
+        eval_every: evaluate (and draw the grid) every N epochs and at the last epoch.
+    """
+    output_dir: str = "outputs/rig2img"
+    data_root: str = "data/avatars"
+    avatars: list[str] = field(default_factory=list)
+    val_fraction: float = 0.1
+    model: GeneratorConfig = field(default_factory=GeneratorConfig)
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "fp32"
+    epochs: int = 200
+    batch_size: int = 32
+    num_workers: int = 0
+    lr: float = 1e-5
+    betas: list[float] = field(default_factory=lambda: [0.0, 0.99])
+    weight_decay: float = 0.0
+    lr_schedule: str = "constant"
+    warmup_epochs: float = 0.0
+    min_lr: float = 0.0
+    weight_image: float = 1.0
+    weight_region: float = 10.0
+    grid_samples: int = 8
+    eval_every: int = 1
+
+    def __post_init__(self):
+        check_choice("precision", self.precision, PRECISIONS)
+        check_choice("lr_schedule", self.lr_schedule, ("constant", "cosine"))
+        if len(self.betas) != 2:
+            raise ValueError(f"'betas' must be two numbers [beta1, beta2], got {self.betas}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError(f"'val_fraction' must be in (0, 1), got {self.val_fraction}")
+        for key in ("epochs", "batch_size", "eval_every"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"'{key}' must be >= 1, got {getattr(self, key)}")

@@ -1,0 +1,112 @@
+"""Training and evaluation loops of the neural renderer; functions of their arguments."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from common.device import autocast
+from common.dist import DistInfo, all_reduce_sum, reduce_means, unwrap
+from common.metrics import progress
+from common.optim import check_finite, set_lr
+from data.avatars import AvatarRigDataset
+from rig2img.losses import compute_losses, per_image_metrics
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """Move a batch to `device`; uint8 images become float in [0, 1]."""
+    out = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    out["image"] = out["image"].float().div_(255.0)  # (B, 3, H, W) uint8 -> [0, 1]
+    return out
+
+
+def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                    regions: torch.Tensor, epoch: int, cfg, info: DistInfo,
+                    lr_at: Callable[[float], float]) -> dict[str, float]:
+    """One pass over `loader`; returns rank-averaged means of the loss terms and the last lr.
+
+    Args:
+        model: the renderer network (maybe DDP-wrapped), called as model(rig, mask, avatar).
+        loader: yields dicts with 'rig', 'mask', 'avatar', 'image' (uint8).
+        optimizer / scaler: Adam and the (fp16-only) GradScaler.
+        regions: (A, 1, H, W) eye/mouth box masks per avatar, on the device.
+        epoch: epoch index (the lr schedule runs on fractional epochs).
+        cfg: Rig2ImgConfig (precision, weight_image, weight_region).
+        info: DistInfo (device, rank).
+        lr_at: fractional epoch -> learning rate.
+    """
+    model.train()
+    sums: dict[str, float] = {}
+    n_seen, n_steps, lr = 0, len(loader), 0.0
+    for it, batch in enumerate(progress(loader, info.is_main, desc=f"epoch {epoch}", leave=False)):
+        lr = lr_at(epoch + it / max(n_steps, 1))
+        set_lr(optimizer, lr)
+        b = to_device(batch, info.device)
+        with autocast(info.device, cfg.precision):
+            pred = model(b["rig"], b["mask"], b["avatar"])  # (B, 3, H, W)
+        losses = compute_losses(pred, b["image"], regions[b["avatar"]], cfg.weight_image, cfg.weight_region)
+        check_finite(losses["loss"], epoch * n_steps + it)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(losses["loss"]).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        bs = b["rig"].shape[0]
+        for k, v in losses.items():
+            sums[k] = sums.get(k, 0.0) + v.item() * bs
+        n_seen += bs
+    means = reduce_means({k: v / max(n_seen, 1) for k, v in sums.items()}, n_seen, info.device)
+    return {**{f"train/{k}": v for k, v in means.items()}, "lr": lr}
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, dataset: AvatarRigDataset, regions: torch.Tensor, cfg, info: DistInfo,
+             batch_size: int = 256) -> dict[str, float]:
+    """Held-out L1, region L1 and PSNR per avatar (`val/<name>/<metric>`) and their means over avatars.
+
+    Every rank evaluates a disjoint shard; per-avatar sums are all-reduced, so results are exact.
+    """
+    net = unwrap(model).eval()
+    names = [a.name for a in dataset.avatars]
+    keys = ("l1", "region_l1", "psnr")
+    sums = torch.zeros(len(names), len(keys) + 1, dtype=torch.float64, device=info.device)  # + count
+    idx = torch.arange(info.rank, len(dataset), info.world_size)
+    for start in range(0, len(idx), batch_size):
+        b = to_device(dataset.__getitems__(idx[start:start + batch_size].tolist()), info.device)
+        with autocast(info.device, cfg.precision):
+            pred = net(b["rig"], b["mask"], b["avatar"])
+        m = per_image_metrics(pred, b["image"], regions[b["avatar"]])
+        vals = torch.stack([m[k].double() for k in keys] + [torch.ones_like(m["l1"], dtype=torch.float64)], 1)
+        sums.index_add_(0, b["avatar"], vals)
+    all_reduce_sum(sums)
+    out = {}
+    for a, name in enumerate(names):
+        for j, k in enumerate(keys):
+            out[f"val/{name}/{k}"] = (sums[a, j] / sums[a, -1].clamp_min(1)).item()
+    for k in keys:
+        out[f"val/{k}"] = float(np.mean([out[f"val/{n}/{k}"] for n in names]))
+    out["val/min_psnr"] = min(out[f"val/{n}/psnr"] for n in names)
+    return out
+
+
+@torch.no_grad()
+def save_grid(model: nn.Module, dataset: AvatarRigDataset, path: str | Path, n: int, precision: str,
+              device: torch.device) -> Path:
+    """PNG: per avatar two rows, ground truth above the render, for its first `n` held-out samples."""
+    net = unwrap(model).eval()
+    rows = []
+    for a in range(len(dataset.avatars)):
+        sel = dataset.indices_of(a)[:n].tolist()
+        b = to_device(dataset.__getitems__(sel), device)
+        with autocast(device, precision):
+            pred = net(b["rig"], b["mask"], b["avatar"]).float()
+        pad = n - len(sel)
+        for imgs in (b["image"], pred):  # (k, 3, H, W) -> (H, k*W, 3), padded to n columns
+            imgs = torch.cat([imgs, imgs.new_zeros(pad, *imgs.shape[1:])]) if pad else imgs
+            rows.append(imgs.permute(2, 0, 3, 1).flatten(1, 2).cpu())
+    grid = (torch.cat(rows, 0).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    Image.fromarray(grid).save(path)
+    return Path(path)

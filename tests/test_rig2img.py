@@ -1,0 +1,204 @@
+"""Stage 3a: avatar-format reader, renderer modes, losses, the frozen differentiable renderer."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from common.config import load_config
+from data.avatars import AvatarBatchSampler, AvatarFormatError, AvatarRigDataset, load_avatars, read_avatar
+from data.demo_world.avatar_art import render_avatar
+from data.demo_world.avatars import AVATARS
+from rig2img import load_renderer
+from rig2img.config import Rig2ImgConfig
+from rig2img.losses import compute_losses
+from rig2img.main import main
+from rig2img.models import build_renderer, preset
+
+torch.set_num_threads(2)
+ROWS = 24
+TINY = ["model.image_size=16", "model.base_channels=4", "model.max_channels=16", "model.id_dim=4",
+        "batch_size=8", "lr=0.003", "val_fraction=0.25", "grid_samples=3"]
+
+
+def write_avatar(folder: Path, name: str, rows: int, size: int = 16, seed: int = 0) -> None:
+    """One avatar folder in the product format, rendered by the demo world's drawing code."""
+    spec, rng = AVATARS[name], np.random.default_rng(seed)
+    (folder / "img").mkdir(parents=True)
+    with (folder / "rigs.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["image", *spec["controls"]])
+        for i in range(rows):
+            rig = rng.uniform(0, 1, len(spec["controls"])).astype(np.float32)
+            Image.fromarray(render_avatar(name, rig, size)).save(folder / "img" / f"{i}.png")
+            w.writerow([f"img/{i}.png", *[f"{v:.4f}" for v in rig]])
+    meta = {"display_name": name, "controls": spec["controls"], "image_size": size,
+            "eye_boxes": spec["eye_boxes"], "mouth_box": spec["mouth_box"]}
+    (folder / "avatar.yaml").write_text(yaml.safe_dump(meta))
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("avatars")
+    for k, name in enumerate(("robot", "cat", "alien")):  # 12, 18, 26 controls
+        write_avatar(root / name, name, ROWS, seed=k)
+    return root
+
+
+def cfg_for(world: Path, out: Path, *extra: str) -> Rig2ImgConfig:
+    return load_config(Rig2ImgConfig, ["configs/demo/rig2img.yaml", f"data_root={world}", f"output_dir={out}",
+                                       *TINY, *extra])
+
+
+@pytest.fixture(scope="module")
+def shared_run(world, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("run") / "shared"
+    main(cfg_for(world, out, "model.mode=shared", "epochs=2"))
+    return out
+
+
+def test_configs_load():
+    paper = load_config(Rig2ImgConfig, ["configs/configs_rig2img.yaml"])
+    assert (paper.model.image_size, paper.lr, paper.betas, paper.weight_region) == (256, 1e-5, [0.0, 0.99], 10.0)
+    demo = load_config(Rig2ImgConfig, ["configs/demo/rig2img.yaml"])
+    assert demo.model.image_size == 64 and demo.data_root == "outputs/demo/world/avatars"
+    with pytest.raises(Exception, match="model.mode"):
+        load_config(Rig2ImgConfig, ["configs/demo/rig2img.yaml", "model.mode=both"])
+
+
+@pytest.mark.parametrize("size", [16, 32, 256])
+def test_output_size_sets_upsampling_stages(size):
+    net = build_renderer([3, 5], preset("tiny", image_size=size, mode="shared"))
+    out = net(torch.rand(2, 5), torch.ones(2, 5), torch.tensor([0, 1]))
+    assert out.shape == (2, 3, size, size) and 0 <= out.min() and out.max() <= 1
+
+
+def _edit_first_row(edit):
+    def fix(text: str) -> str:
+        header, first, *rest = text.split("\n")
+        return "\n".join([header, ",".join(edit(first.split(","))), *rest])
+    return fix
+
+
+@pytest.mark.parametrize("fix, message", [
+    (_edit_first_row(lambda c: c[:-1]), "line 2: 18 columns, expected 19"),  # a missing column
+    (_edit_first_row(lambda c: [c[0], "1.7", *c[2:]]), r"line 2: rig values must lie in \[0, 1\]"),
+    (_edit_first_row(lambda c: [c[0], "abc", *c[2:]]), "line 2: rig values must be numbers"),
+    (_edit_first_row(lambda c: ["img/missing.png", *c[1:]]), "image 'img/missing.png' not found"),
+])
+def test_reader_errors_name_the_file(tmp_path, fix, message):
+    write_avatar(tmp_path / "cat", "cat", 4)
+    rigs = tmp_path / "cat" / "rigs.csv"
+    rigs.write_text(fix(rigs.read_text()))
+    with pytest.raises(AvatarFormatError, match=message) as e:
+        read_avatar(tmp_path / "cat")
+    assert "rigs.csv" in str(e.value)
+
+
+def test_reader_checks_avatar_yaml(tmp_path):
+    write_avatar(tmp_path / "cat", "cat", 2)
+    meta = tmp_path / "cat" / "avatar.yaml"
+    meta.write_text(meta.read_text().replace("mouth_box", "mouth"))
+    with pytest.raises(AvatarFormatError, match="avatar.yaml: missing key 'mouth_box'"):
+        read_avatar(tmp_path / "cat")
+
+
+def test_split_is_deterministic_and_disjoint(world):
+    avatars = load_avatars(world, ["robot", "cat", "alien"])
+    train, val = (AvatarRigDataset(avatars, 16, s, 0.25) for s in ("train", "val"))
+    assert len(train) + len(val) == 3 * ROWS and len(val) > 0
+    again = AvatarRigDataset(avatars, 16, "val", 0.25)
+    assert torch.equal(val.rig, again.rig) and val.image.dtype == torch.uint8
+    assert train.rig.shape[1] == 26 and val.mask.sum(1).tolist() == [len(avatars[a].controls) for a in val.avatar]
+
+
+def test_avatar_batches_hold_one_avatar_and_ranks_stay_in_step(world):
+    ds = AvatarRigDataset(load_avatars(world), 16, "all")
+    shards = [list(AvatarBatchSampler(ds.avatar, 4, rank, 2, seed=1)) for rank in (0, 1)]
+    assert len(shards[0]) == len(shards[1]) > 0
+    for b0, b1 in zip(*shards):
+        assert len(set(ds.avatar[b0].tolist())) == 1 and ds.avatar[b0[0]] == ds.avatar[b1[0]]
+        assert not set(b0) & set(b1)
+
+
+def test_every_loss_weight_is_applied():
+    pred, target = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8)
+    region = torch.zeros(2, 1, 8, 8)
+    region[..., 2:5, 2:6] = 1
+    base = compute_losses(pred, target, region, 1.0, 0.0)
+    assert torch.isclose(base["loss"], base["l1"])
+    only_region = compute_losses(pred, target, region, 0.0, 10.0)
+    assert torch.isclose(only_region["loss"], 10 * only_region["region_l1"])
+    inside = (pred - target).abs()[..., 2:5, 2:6].mean()
+    assert torch.isclose(only_region["region_l1"], inside)
+
+
+def test_shared_mode_trains_avatars_of_different_rig_sizes_together(world):
+    ds = AvatarRigDataset(load_avatars(world), 16, "all")
+    batch = ds.__getitems__(list(range(0, len(ds), 4)))
+    sizes = {int(m.sum()) for m in batch["mask"]}
+    assert sizes == {12, 18, 26}  # one batch mixes all three rig sizes
+    torch.manual_seed(0)
+    net = build_renderer([12, 18, 26], preset("tiny", mode="shared"))
+    opt = torch.optim.Adam(net.parameters(), 3e-3, betas=(0.0, 0.99))
+    target = batch["image"].float() / 255
+    regions = torch.zeros(len(target), 1, 16, 16)
+    losses = []
+    for _ in range(30):
+        loss = compute_losses(net(batch["rig"], batch["mask"], batch["avatar"]), target, regions, 1.0, 0.0)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        if not losses:
+            assert (net.id_embed.weight.grad.abs().sum(1) > 0).all()  # every avatar's identity row learns
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0]
+
+
+def test_shared_run_writes_results_and_load_renderer_is_frozen_but_differentiable(shared_run):
+    assert (shared_run / "grid_epoch001.png").is_file() and (shared_run / "curves.png").is_file()
+    summary = json.loads((shared_run / "summary.json").read_text())
+    assert set(summary["avatars"]) == {"alien", "cat", "robot"} and "val/cat/psnr" in summary["final"]
+    r = load_renderer(shared_run / "checkpoint-last.pth")
+    assert r.image_size == 16 and r.controls["cat"] == AVATARS["cat"]["controls"] and not r.training
+    rig = torch.rand(2, 18, requires_grad=True)
+    img = r(rig, "cat")
+    assert img.shape == (2, 3, 16, 16) and 0 <= img.min() and img.max() <= 1
+    img.mean().backward()
+    assert all(not p.requires_grad and p.grad is None for p in r.parameters())
+    assert rig.grad is not None and rig.grad.abs().sum() > 0
+    r.train()  # e.g. called by a stage-3b model that holds the renderer
+    assert not r.training and torch.allclose(r.render(rig, "cat"), img)
+    e_id = r.identity_embedding("cat")  # identity injection from outside gives the same image
+    assert e_id.shape == (4,) and torch.allclose(r(rig, "cat", e_id=e_id), img, atol=1e-6)
+    mixed = r.render_padded(torch.nn.functional.pad(rig, (0, 8)), torch.tensor([1, 1]))
+    assert torch.allclose(mixed, img, atol=1e-6)
+
+
+def test_wrong_rig_length_is_refused(shared_run):
+    r = load_renderer(shared_run / "checkpoint-best.pth")
+    with pytest.raises(ValueError, match=r"avatar 'alien' expects a rig of length 26.*length 18"):
+        r(torch.rand(1, 18), "alien")
+    with pytest.raises(KeyError, match="unknown avatar 'dog'"):
+        r(torch.rand(1, 18), "dog")
+
+
+def test_per_avatar_run_resumes_and_finishes(world, tmp_path, capsys):
+    out = tmp_path / "pa"
+    main(cfg_for(world, out, "epochs=1"))
+    first = torch.load(out / "checkpoint-last.pth", weights_only=True)["model"]
+    main(cfg_for(world, out, "epochs=2"))
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in lines] == [0, 1] and "resumed" in capsys.readouterr().out
+    r = load_renderer(out / "checkpoint-last.pth")
+    assert r.mode == "per_avatar" and r.id_dim == 0 and len(r.net.gens) == 3
+    assert any(not torch.equal(first[k], v) for k, v in r.net.state_dict().items())
+    with pytest.raises(ValueError, match="shared"):
+        r(torch.rand(1, 12), "robot", e_id=torch.zeros(4))
+    assert main(cfg_for(world, out, "epochs=2")) == {} and "already complete" in capsys.readouterr().out
