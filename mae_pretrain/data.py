@@ -1,0 +1,68 @@
+"""Stage-1 data: face-image folders with MAE's crop + flip augmentation and face normalisation.
+
+    train_ds = FaceImages(cfg.train_roots, train_transform(64))
+    x, bad = train_ds[0]   # x: (3, 64, 64) face-normalised; bad: 1 if file 0 was unreadable
+
+Unreadable files are skipped (the next readable image is returned) and reported per sample as
+`bad`, so the engine can count them even when worker processes do the loading.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Subset
+from torchvision import transforms as T
+
+from common.device import seed_worker
+from common.dist import DistInfo, make_sampler
+from data.images import ImageFolderDataset, eval_transform, normalize
+
+
+def train_transform(size: int, scale_min: float = 0.2) -> Callable:
+    """RandomResizedCrop(size, scale=(scale_min, 1), bicubic) + horizontal flip + face normalisation."""
+    return T.Compose([
+        T.RandomResizedCrop(size, scale=(scale_min, 1.0), interpolation=T.InterpolationMode.BICUBIC),
+        T.RandomHorizontalFlip(), T.ToTensor(), normalize()])
+
+
+class FaceImages(ImageFolderDataset):
+    """`ImageFolderDataset` whose samples are `(image, bad)`; `bad` = 1 when the requested file
+    could not be read (a readable neighbour was returned instead).
+
+    Args:
+        roots: face-image folders, searched recursively.
+        transform: PIL image -> (3, H, W) tensor.
+    """
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        x = super().__getitem__(i)
+        return x, int(str(self.files[i]) in self.skipped)  # `skipped` holds only unreadable files
+
+
+def build_loaders(train_roots: list[str], val_roots: list[str], img_size: int, scale_min: float,
+                  batch_size: int, num_workers: int, val_max_images: int, info: DistInfo, seed: int
+                  ) -> tuple[DataLoader, torch.Tensor | None]:
+    """Training loader (distributed sampler, drop_last) and the held-out images as fixed tensors.
+
+    Returns:
+        (train_loader, val) where `val` is an (N, 3, H, W) tensor (or None without val_roots);
+        every rank evaluates the same held-out images, so the held-out loss needs no reduction.
+    """
+    train_ds = FaceImages([str(Path(r)) for r in train_roots], train_transform(img_size, scale_min))
+    sampler = make_sampler(train_ds, info, shuffle=True, seed=seed, drop_last=True)
+    per_rank = len(sampler)
+    if per_rank < batch_size:
+        raise ValueError(f"{len(train_ds)} training images give {per_rank} per process, fewer than "
+                         f"batch_size {batch_size}; lower batch_size or add images to {train_roots}")
+    loader = DataLoader(train_ds, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+                        pin_memory=info.device.type == "cuda", drop_last=True, worker_init_fn=seed_worker,
+                        persistent_workers=num_workers > 0, prefetch_factor=4 if num_workers > 0 else None)
+    if not val_roots:
+        return loader, None
+    val_ds = FaceImages(list(val_roots), eval_transform(img_size))
+    n = min(len(val_ds), val_max_images)
+    step = max(len(val_ds) // n, 1)  # spread the subset over actors, deterministically
+    val = torch.stack([x for x, _ in Subset(val_ds, list(range(0, step * n, step)))])  # (n, 3, H, W)
+    return loader, val
