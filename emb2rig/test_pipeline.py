@@ -12,6 +12,8 @@ per frame with a face (frames without one reuse the last render).
 from __future__ import annotations
 
 import itertools
+import queue
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,7 +56,7 @@ def open_source(path: str | Path, cfg: TestModeConfig) -> tuple[Iterable[np.ndar
 
 def detect_frames(frames: Iterable[np.ndarray], detector, cfg: TestModeConfig, fps: float, video: bool,
                   timer: StepTimer) -> Iterator[Item]:
-    """Decode (timed as 'decode'), detect, track and crop (timed as 'detect') each frame."""
+    """Decode ('decode'), detect, track and crop ('detect') each frame, and draw its input panel ('panel')."""
     tracker, it, panel_wh = FaceTracker(cfg.crop, fps) if video else None, iter(frames), None
     for i in itertools.count():
         if cfg.max_frames and i >= cfg.max_frames:
@@ -75,12 +77,53 @@ def detect_frames(frames: Iterable[np.ndarray], detector, cfg: TestModeConfig, f
                 sq = square_from_box(box, cfg.crop.margin) if box is not None else None
         panel = None
         if cfg.preview:
-            with timer("preview"):
+            with timer("panel"):
                 if panel_wh is None:  # the first frame fixes the panel's aspect
                     h = cfg.preview_size
                     panel_wh = (2 * round(h * rgb.shape[1] / rgb.shape[0] / 2), h)
                 panel = frame_panel(rgb, sq.corners() if sq is not None else None, status, panel_wh)
         yield Item(i, status, crop, panel)
+
+
+PRODUCER_STEPS = ("decode", "detect", "panel")  # timed in the prefetch thread when there is one
+
+
+def prefetch(items: Iterator[Item], depth: int) -> Iterator[Item]:
+    """Run `items` (decode + detect) in a background thread, up to `depth` items ahead; 0 = inline.
+
+    OpenCV decoding and the detectors release the GIL, so they overlap with the networks. An error in
+    the thread is raised here; stopping early stops the thread."""
+    if depth <= 0:
+        yield from items
+        return
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop, end = threading.Event(), object()
+
+    def work():
+        try:
+            for it in items:
+                while not stop.is_set():
+                    try:
+                        q.put(it, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(end)
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer
+            q.put(e)
+
+    th = threading.Thread(target=work, name="test-mode-prefetch", daemon=True)
+    th.start()
+    try:
+        while (it := q.get()) is not end:
+            if isinstance(it, BaseException):
+                raise it
+            yield it
+    finally:
+        stop.set()
+        th.join(timeout=5)
 
 
 class Animator:
@@ -102,12 +145,14 @@ class Animator:
                  smooth: bool, timer: StepTimer):
         self.model, self.frozen, self.cfg, self.device, self.precision = model, frozen, cfg, device, precision
         self.A, self.timer = len(frozen.names), timer
+        frozen.renderer.to(memory_format=torch.channels_last)  # transposed convs: ~1.5x faster on CPU, same output
         self.filter = OneEuroFilter.from_config(cfg.smoothing, fps) if smooth else None
         self.last: np.ndarray | None = None  # (A, max_n) rig of the last frame with a face
         self.last_panels: list[np.ndarray | None] = [None] * self.A
         self.rig_rows: list[np.ndarray | None] = []
         self.found: list[bool] = []
         self.distances: list[list[float]] = [[] for _ in range(self.A)]
+        self._queued: list[tuple[torch.Tensor, torch.Tensor]] = []  # renders waiting for the distance
 
     def _encode_decode(self, crops: np.ndarray) -> tuple[np.ndarray, torch.Tensor]:
         """(B, S, S, 3) uint8 crops -> rigs (B, A, max_n) float32 numpy and embeddings (B, E)."""
@@ -128,8 +173,17 @@ class Animator:
             avatar = torch.arange(self.A, device=self.device).repeat(m)
             return self.frozen.render(torch.from_numpy(rigs).to(self.device).flatten(0, 1), avatar)
 
-    def _distance(self, renders: torch.Tensor, emb_in: torch.Tensor) -> None:
-        """Renders (m * A, 3, R, R) vs input embeddings (m, E): append per-avatar distances."""
+    def _distance(self, renders: torch.Tensor | None, emb_in: torch.Tensor | None, flush: bool = False) -> None:
+        """Queue renders (m * A, 3, R, R) with their input embeddings (m, E); once `batch_size` renders
+        wait (or on `flush`), encode them together (tiny batches run far below the encoder's throughput)
+        and append each avatar's distances."""
+        if renders is not None:
+            self._queued.append((renders.float().contiguous(), emb_in))  # channels_last -> NCHW for the ViT
+        n = sum(len(r) for r, _ in self._queued)
+        if n == 0 or (n < self.cfg.batch_size and not flush):
+            return
+        renders, emb_in = torch.cat([r for r, _ in self._queued]), torch.cat([e for _, e in self._queued])
+        self._queued = []
         with self.timer("expression_distance"), autocast(self.device, self.precision):
             emb_r = self.frozen.encode(renders)[1].float().view(len(emb_in), self.A, -1)  # (m, A, E)
         d = (emb_r - emb_in[:, None]).norm(dim=-1).cpu()  # (m, A)
@@ -185,6 +239,7 @@ class Animator:
                 batch = []
         if batch:
             yield from self._step(batch)
+        self._distance(None, None, flush=True)
 
     def curves(self) -> np.ndarray:
         """(T, A, max_n) float32; frames before the first face take its rig; NaN when there was none."""

@@ -192,3 +192,19 @@ def test_test_mode_without_pretrained_is_refused_before_anything_is_built(monkey
     cfg = load_config(Emb2RigConfig, ["configs/demo/emb2rig.yaml", "mode=test", "pretrained=x.pth"])
     with pytest.raises(ValueError, match="test.input"):  # no input: refused before loading anything
         main_mod.main(cfg)
+
+
+def test_prefetch_keeps_order_and_raises_errors_from_its_thread():
+    from emb2rig.test_pipeline import prefetch
+
+    assert list(prefetch(iter(range(50)), 4)) == list(range(50)) == list(prefetch(iter(range(50)), 0))
+
+    def broken():
+        yield 1
+        raise OSError("decoder died")
+
+    with pytest.raises(OSError, match="decoder died"):
+        list(prefetch(broken(), 2))
+    early = prefetch(iter(range(1000)), 2)
+    assert next(early) == 0
+    early.close()  # stopping early stops the thread
