@@ -10,6 +10,9 @@ image. `e_id = MLP(f^E(reference))`, where f^E is the frozen expression encoder'
 of the avatar's reference render (the frozen renderer's output at the avatar's median training rig,
 a stand-in for its neutral face; see `emb2rig.frozen.reference_images`). A new avatar therefore
 needs only a reference image and a renderer: `model.add_avatar(ref_feat, n_controls)`.
+The frozen renderer is conditioned by its own identity code for the avatar (a 'shared' stage-3a
+renderer's learned e_id row, selected by avatar name): its weights were trained with that code,
+so feeding it this decoder's e_id would render off-distribution images.
 
 Output head: one shared trunk and one max-size linear head; each avatar reads the first
 `n_controls` outputs. The padded outputs are multiplied by the avatar's control mask, so no loss
