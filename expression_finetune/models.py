@@ -73,8 +73,10 @@ class ExpressionViT(nn.Module):
         return self.fc_norm(x[:, 1:, :].mean(dim=1))  # mean over patch tokens: (N, 1 + L, D) -> (N, D)
 
     def embed(self, feat: torch.Tensor) -> torch.Tensor:
-        """(N, D) pooled feature -> (N, emb_dim) unit vectors (computed in fp32)."""
-        return F.normalize(self.head(feat).float(), dim=-1)
+        """(N, D) pooled feature -> (N, emb_dim) unit vectors, in fp32 even under bf16/fp16 autocast
+        (image-to-image differences of the projection are small next to its mean at the start)."""
+        with torch.autocast(feat.device.type, enabled=False):
+            return F.normalize(self.head(feat.float()), dim=-1)
 
     def forward(self, imgs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         feat = self.forward_features(imgs)
@@ -99,6 +101,9 @@ def load_pretrained(model: ExpressionViT, path: str | Path) -> dict[str, list[st
     Raises:
         ValueError: no encoder key matched, or shapes disagree (wrong `model` preset for this file).
     """
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"pretrained checkpoint '{path}' does not exist: run stage 1 first (demo: python "
+                                "pretrain_mae.py configs/demo/mae_pretrain.yaml) or set pretrained=null")
     sd = clean_state_dict(load_checkpoint(path))
     own = model.state_dict()
     if not any(k in sd for k in own if not k.startswith(NEW_KEYS)):
