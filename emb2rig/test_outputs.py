@@ -1,6 +1,6 @@
 """What test mode writes, and how it times itself: rig-curve CSVs, preview panels, step timings.
 
-    timer = StepTimer(device); with timer("encode"): ...           # seconds per step
+    timer = StepTimer(device); with timer("encode") as span: ...   # seconds per step; span[0] = this block
     panel = frame_panel(rgb, square, status, (w, h))               # the input frame with its track square
     frame = compose([panel, crop_panel, *avatar_panels], labels)   # one side-by-side preview frame
     write_curves(path, controls, curves, fps, face_found)          # frame,time_s,<controls>,face_found
@@ -36,13 +36,14 @@ class StepTimer:
     def __call__(self, name: str):
         if self.cuda:
             torch.cuda.synchronize()
-        t0 = time.perf_counter()
+        t0, span = time.perf_counter(), [0.0]
         try:
-            yield
+            yield span  # span[0] holds this block's seconds afterwards
         finally:
             if self.cuda:
                 torch.cuda.synchronize()
-            self.seconds[name] += time.perf_counter() - t0
+            span[0] = time.perf_counter() - t0
+            self.seconds[name] += span[0]
 
 
 def fit(rgb: np.ndarray, w: int, h: int) -> tuple[np.ndarray, float, int, int]:

@@ -3,7 +3,8 @@ render -> preview frames. `emb2rig.test_mode.animate` wires it to the outputs.
 
     frames, fps, video, names = open_source("clip.mp4", cfg)
     anim = Animator(model, frozen, cfg, device, "bf16", fps, smooth=video, timer=StepTimer(device))
-    for preview in anim.process(detect_frames(frames, detector, cfg, fps, video, timer)): ...
+    items = prefetch(detect_frames(frames, detector, cfg, fps, video, timer), depth=32)  # background thread
+    for preview in anim.process(items): ...
     curves = anim.curves()          # (T, A, max_n); anim.found (T,) bool; anim.distances per avatar
 
 Every network call runs under one autocast; each frame is encoded once and each avatar rendered once
@@ -137,8 +138,8 @@ class Animator:
         fps: frame rate of the input (for the smoothing filter).
         smooth: filter the rig curves (video input with `cfg.smoothing.enabled`).
         timer: StepTimer collecting seconds per step.
-    After `process` is exhausted: `rigs` (T, A, max_n) float32 (NaN before any face), `found` (T,) bool,
-    `distances` list per avatar of per-frame expression distances.
+    After `process` is exhausted: `curves()` (T, A, max_n) float32, `found` (T,) bool (a face was detected),
+    `distances` per avatar: the expression distances of the measured frames.
     """
 
     def __init__(self, model, frozen, cfg: TestModeConfig, device: torch.device, precision: str, fps: float,
@@ -152,19 +153,40 @@ class Animator:
         self.rig_rows: list[np.ndarray | None] = []
         self.found: list[bool] = []
         self.distances: list[list[float]] = [[] for _ in range(self.A)]
-        self._queued: list[tuple[torch.Tensor, torch.Tensor]] = []  # renders waiting for the distance
+        self._queued: list[tuple[torch.Tensor, torch.Tensor]] = []  # (renders, input embeddings) to encode
 
-    def _encode_decode(self, crops: np.ndarray) -> tuple[np.ndarray, torch.Tensor]:
-        """(B, S, S, 3) uint8 crops -> rigs (B, A, max_n) float32 numpy and embeddings (B, E)."""
-        x = torch.from_numpy(crops).to(self.device).permute(0, 3, 1, 2).float().div_(255)  # (B, 3, S, S)
-        with self.timer("encode"), autocast(self.device, self.precision):
-            feat, emb = self.frozen.encode(x)  # (B, D), (B, E)
+    def _encode(self, crops: np.ndarray | None) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Encode (B, S, S, 3) uint8 crops (or none) in one batch with the renders queued for the
+        expression distance (separate small batches run far below the encoder's throughput); append
+        the renders' distances and return the crops' (feature (B, D), embedding (B, E))."""
+        enc, parts = self.frozen.encoder, []
+        if crops is not None:
+            x = torch.from_numpy(crops).to(self.device).permute(0, 3, 1, 2).float().div_(255)  # (B, 3, S, S)
+            parts.append(enc.preprocess(x))
+        parts += [r for r, _ in self._queued]
+        if not parts:
+            return None
+        n_crops = len(crops) if crops is not None else 0
+        with self.timer("encode") as span, autocast(self.device, self.precision):
+            feat, emb = enc(torch.cat(parts))  # (B + n, D), (B + n, E)
+        if self._queued:  # book the renders' share of the call as 'expression_distance'
+            share = span[0] * (1 - n_crops / len(feat))
+            self.timer.seconds["encode"] -= share
+            self.timer.seconds["expression_distance"] += share
+            emb_in = torch.cat([e for _, e in self._queued])  # (m, E) input embedding per render
+            d = (emb[n_crops:].float() - emb_in).norm(dim=-1).view(-1, self.A).cpu()  # (m / A, A)
+            for a in range(self.A):
+                self.distances[a] += d[:, a].tolist()
+            self._queued = []
+        return feat[:n_crops], emb[:n_crops].float()
+
+    def _decode(self, feat: torch.Tensor) -> np.ndarray:
+        """(B, D) features -> every avatar's rig (B, A, max_n) float32 numpy (one decoder call)."""
         with self.timer("decode_rigs"), autocast(self.device, self.precision):
-            B = len(x)
+            B = len(feat)
             avatar = torch.arange(self.A, device=self.device).repeat(B)  # (B * A,) frame-major
             rig = self.model(feat.float().repeat_interleave(self.A, 0), avatar)  # (B * A, max_n)
-            rig = rig.float().view(B, self.A, -1).cpu().numpy()
-        return rig, emb.float()
+            return rig.float().view(B, self.A, -1).cpu().numpy()
 
     def _render(self, rigs: np.ndarray) -> torch.Tensor:
         """(m, A, max_n) rigs -> (m * A, 3, R, R) renders, frame-major (each avatar once per frame)."""
@@ -173,27 +195,19 @@ class Animator:
             avatar = torch.arange(self.A, device=self.device).repeat(m)
             return self.frozen.render(torch.from_numpy(rigs).to(self.device).flatten(0, 1), avatar)
 
-    def _distance(self, renders: torch.Tensor | None, emb_in: torch.Tensor | None, flush: bool = False) -> None:
-        """Queue renders (m * A, 3, R, R) with their input embeddings (m, E); once `batch_size` renders
-        wait (or on `flush`), encode them together (tiny batches run far below the encoder's throughput)
-        and append each avatar's distances."""
-        if renders is not None:
-            self._queued.append((renders.float().contiguous(), emb_in))  # channels_last -> NCHW for the ViT
-        n = sum(len(r) for r, _ in self._queued)
-        if n == 0 or (n < self.cfg.batch_size and not flush):
-            return
-        renders, emb_in = torch.cat([r for r, _ in self._queued]), torch.cat([e for _, e in self._queued])
-        self._queued = []
-        with self.timer("expression_distance"), autocast(self.device, self.precision):
-            emb_r = self.frozen.encode(renders)[1].float().view(len(emb_in), self.A, -1)  # (m, A, E)
-        d = (emb_r - emb_in[:, None]).norm(dim=-1).cpu()  # (m, A)
-        for a in range(self.A):
-            self.distances[a] += d[:, a].tolist()
+    def _queue_distance(self, renders: torch.Tensor, emb_in: torch.Tensor) -> None:
+        """Queue renders (m * A, 3, R, R) of m frames with the frames' input embeddings (m, E); they are
+        encoded with the next batch of crops (or at the end)."""
+        x = self.frozen.encoder.preprocess(renders.float().contiguous())  # (m * A, 3, S, S) encoder input
+        self._queued.append((x, emb_in.repeat_interleave(self.A, 0)))
 
     def _step(self, batch: list[Item]) -> list[np.ndarray]:
+        """One batch in frame order: encode + decode the frames with a face, smooth, keep the last rig on
+        the others, render each avatar once per new rig, queue distances; returns the preview frames."""
         det = [it for it in batch if it.status == DETECTED]
         if det:
-            raw, emb = self._encode_decode(np.stack([it.crop for it in det]))
+            feat, emb = self._encode(np.stack([it.crop for it in det]))
+            raw = self._decode(feat)
         fresh, j = [], 0  # fresh: (item, smoothed rig, row in det) of frames with a new rig
         for it in batch:
             if it.status == DETECTED:
@@ -213,7 +227,7 @@ class Animator:
             if measure:
                 sel = [k for k, f in enumerate(todo) if measured(f)]
                 idx = torch.tensor([a + self.A * k for k in sel for a in range(self.A)])
-                self._distance(renders[idx], emb[torch.tensor([f[2] for f in measure])])
+                self._queue_distance(renders[idx], emb[torch.tensor([f[2] for f in measure])])
         if not self.cfg.preview:
             return []
         out, P = [], self.cfg.preview_size
@@ -239,7 +253,7 @@ class Animator:
                 batch = []
         if batch:
             yield from self._step(batch)
-        self._distance(None, None, flush=True)
+        self._encode(None)  # renders still queued for the expression distance
 
     def curves(self) -> np.ndarray:
         """(T, A, max_n) float32; frames before the first face take its rig; NaN when there was none."""
