@@ -97,7 +97,7 @@ def animate(source: str | Path, model, frozen, controls: list[list[str]], detect
     """Run the test-mode pipeline on `source` and write CSVs + preview into `out_dir`; returns the summary."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    frames, fps, video, names = open_source(source, cfg)
+    frames, fps, video, info = open_source(source, cfg)
     timer = StepTimer(device)
     anim = Animator(model, frozen, cfg, device, precision, fps, video and cfg.smoothing.enabled, timer)
     t0 = time.perf_counter()
@@ -125,8 +125,9 @@ def animate(source: str | Path, model, frozen, controls: list[list[str]], detect
                                     for n, d in zip(frozen.names, anim.distances)},
             "expression_distance_frames": len(anim.distances[0]), "avatars": list(frozen.names),
             "outputs": {"csv": [f"{n}.csv" for n in frozen.names], "preview": "preview.mp4" if cfg.preview else None},
-            "images": names, "detector": getattr(detector, "name", type(detector).__name__),
-            "device": str(device), "precision": precision, "smoothed": video and cfg.smoothing.enabled,
+            "images": info["images"], "skipped": info["skipped"],
+            "detector": getattr(detector, "name", type(detector).__name__), "device": str(device),
+            "precision": precision, "smoothed": video and cfg.smoothing.enabled,
             "settings": to_dict(cfg)}
 
 
@@ -154,6 +155,11 @@ def run_test_mode(cfg) -> dict:
     summary = animate(t.input, model, frozen, meta["controls"], detector, t, device, cfg.precision, out_dir)
     summary.update(pretrained=cfg.pretrained, encoder=cfg.encoder, renderer=cfg.renderer)
     write_json(out_dir / "summary.json", summary)
+    if summary["faces_found"] == 0:
+        print(f"[test] warning: no face found in {t.input}; the CSVs have empty control cells "
+              f"(try test.detector.max_side=640 for small faces, or another detector)")
+    if summary["skipped"]:
+        print(f"[test] skipped {len(summary['skipped'])} unreadable images (listed in summary.json)")
     print(f"[test] {summary['frames']} frames, face in {summary['faces_found_pct']}%, "
           f"{summary['fps']:.2f} fps end to end -> {out_dir}")
     return summary

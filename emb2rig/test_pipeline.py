@@ -1,7 +1,7 @@
 """The streamed test-mode pipeline: frames -> detection and crop -> batched encode / decode / smooth /
 render -> preview frames. `emb2rig.test_mode.animate` wires it to the outputs.
 
-    frames, fps, video, names = open_source("clip.mp4", cfg)
+    frames, fps, video, info = open_source("clip.mp4", cfg)
     anim = Animator(model, frozen, cfg, device, "bf16", fps, smooth=video, timer=StepTimer(device))
     items = prefetch(detect_frames(frames, detector, cfg, fps, video, timer), depth=32)  # background thread
     for preview in anim.process(items): ...
@@ -42,16 +42,23 @@ class Item:
     panel: np.ndarray | None
 
 
-def open_source(path: str | Path, cfg: TestModeConfig) -> tuple[Iterable[np.ndarray], float, bool, list[str]]:
-    """(RGB frames, fps, is_video, image names) of a video file or an image folder."""
+def open_source(path: str | Path, cfg: TestModeConfig) -> tuple[Iterable[np.ndarray], float, bool, dict]:
+    """(RGB frames, fps, is_video, info) of a video file or an image folder; for a folder, info's lists
+    'images' (names, in frame order) and 'skipped' ('name: reason' of unreadable files) fill as it is read."""
     path = Path(path)
     if is_video(path):
         reader = VideoReader(path)
-        return reader, reader.fps, True, []
+        return reader, reader.fps, True, {"images": [], "skipped": []}
     if path.is_dir():
-        names: list[str] = []
-        frames = (names.append(str(p.relative_to(path))) or rgb for p, rgb in iter_images(path))
-        return frames, cfg.image_fps, False, names
+        info: dict = {"images": [], "skipped": []}
+        bad: list = []
+
+        def frames():
+            for p, rgb in iter_images(path, bad):
+                info["images"].append(str(p.relative_to(path)))
+                yield rgb
+            info["skipped"] += [f"{p.relative_to(path)}: {why}" for p, why in bad]
+        return frames(), cfg.image_fps, False, info
     raise ValueError(f"test.input '{path}' is neither a video ({', '.join(VIDEO_EXTS)}) nor a folder of images")
 
 

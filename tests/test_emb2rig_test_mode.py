@@ -177,6 +177,7 @@ def test_smoothing_is_configurable_and_images_are_not_smoothed(world, monkeypatc
     assert s["kind"] == "images" and not s["smoothed"] and s["frames"] == 5
     assert s["images"] == ["000.png", "006.png", "012.png", "018.png", "024.png"]
     assert s["missing_frames"] == [2, 3]  # 012 and 018 have no face
+    assert len(s["skipped"]) == 1 and s["skipped"][0].startswith("broken.png: unreadable")
     assert (tmp_path / "c" / "preview.mp4").is_file()
 
 
