@@ -23,7 +23,8 @@ expression_distance per avatar, missing frames, seconds per step, settings).
 expression_distance: Euclidean distance between the 16-d unit expression embeddings of the input crop
 and of the avatar's render (0 = the same expression to the encoder, 2 = opposite). It costs one more
 encoder pass per avatar, so it is measured only on frames whose index is a multiple of
-`expression_distance_every` (and that have a face); 0 turns it off.
+`expression_distance_every` (and that have a face); 0 turns it off. The renders are encoded in the same
+batch as the next frames' crops; those of the last batch are dropped when others were measured.
 """
 from __future__ import annotations
 

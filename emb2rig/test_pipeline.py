@@ -260,7 +260,8 @@ class Animator:
                 batch = []
         if batch:
             yield from self._step(batch)
-        self._encode(None)  # renders still queued for the expression distance
+        if not self.distances[0]:  # renders still queued: encode them alone only if nothing was measured
+            self._encode(None)       # (a lone small batch costs several times more per image)
 
     def curves(self) -> np.ndarray:
         """(T, A, max_n) float32; frames before the first face take its rig; NaN when there was none."""
