@@ -40,12 +40,14 @@ from emb2rig.main import main as train  # noqa: E402
 from emb2rig.models import load_decoder  # noqa: E402
 
 
-def run_configs(cfg: Emb2RigConfig, runs_root: Path, names: list[str],
-                per_avatar: bool = True) -> dict[str, Emb2RigConfig]:
-    """The full run (its own output_dir) and the baselines (under runs_root), same budget."""
-    rig_only = dataclasses.replace(cfg.loss, weight_perceptual=0.0, weight_pixel=0.0, weight_gan=0.0,
+def run_configs(cfg: Emb2RigConfig, runs_root: Path, names: list[str], per_avatar: bool = True,
+                rig_only: bool = True) -> dict[str, Emb2RigConfig]:
+    """The full run (its own output_dir) and the trained baselines (under runs_root), same budget."""
+    out = {"full": cfg}
+    if rig_only:
+        loss = dataclasses.replace(cfg.loss, weight_perceptual=0.0, weight_pixel=0.0, weight_gan=0.0,
                                    weight_rig=cfg.loss.weight_rig or 1.0)
-    out = {"full": cfg, "rig_only": dataclasses.replace(cfg, output_dir=str(runs_root / "rig_only"), loss=rig_only)}
+        out["rig_only"] = dataclasses.replace(cfg, output_dir=str(runs_root / "rig_only"), loss=loss)
     # equal total budget in decoded (sample, avatar) pairs: the multi-avatar run decodes
     # min(T, A) avatars per sample, a per-avatar run one, and there are A per-avatar runs
     steps = cfg.steps_per_epoch
@@ -124,6 +126,8 @@ def main() -> None:
     ap.add_argument("--runs-root", default=None, help="baseline run folders (default: <out>/runs)")
     ap.add_argument("--no-train", action="store_true", help="only evaluate existing checkpoint-best.pth files")
     ap.add_argument("--no-per-avatar", action="store_true", help="skip the per-avatar decoders (quick comparisons)")
+    ap.add_argument("--no-baselines", action="store_true",
+                    help="train no baseline (implies --no-per-avatar); only the full method and the mean rig")
     args = ap.parse_args()
     torch.set_num_threads(2)
     cfg = load_config(Emb2RigConfig, [args.config, *args.overrides])
@@ -132,7 +136,8 @@ def main() -> None:
     world = Path(cfg.data_root)
     avatars = load_avatars(world / cfg.avatars_root, cfg.avatars or None)
     names = [a.name for a in avatars]
-    cfgs = run_configs(cfg, runs_root, names, not args.no_per_avatar)
+    args.no_per_avatar |= args.no_baselines
+    cfgs = run_configs(cfg, runs_root, names, not args.no_per_avatar, not args.no_baselines)
     minutes = {} if args.no_train else train_all(cfgs)
 
     images, gts, mapped = read_eval(world, names)
@@ -143,22 +148,23 @@ def main() -> None:
     with torch.no_grad():
         feats = torch.cat([frozen.encode(b)[0].float() for b in x.split(256)])  # (N, D)
 
-    preds = {"full": predict(Path(cfgs["full"].output_dir) / "checkpoint-best.pth", feats, names),
-             "rig_only": predict(Path(cfgs["rig_only"].output_dir) / "checkpoint-best.pth", feats, names),
-             "per_avatar": {}}
+    preds = {k: predict(Path(cfgs[k].output_dir) / "checkpoint-best.pth", feats, names)
+             for k in ("full", "rig_only") if k in cfgs}
+    preds["per_avatar"] = {}
     for n in names if not args.no_per_avatar else []:
         ckpt = Path(cfgs[f"per_avatar/{n}"].output_dir) / "checkpoint-best.pth"
         preds["per_avatar"].update(predict(ckpt, feats, [n]))
     train_rows = {a.name: a.rigs[[not is_held_out(p.relative_to(a.root).as_posix(), cfg.val_fraction)
                                   for p in a.images]] for a in avatars}
     preds["mean_rig"] = {n: np.repeat(train_rows[n].mean(0, keepdims=True), len(images), 0) for n in names}
-    cols = ["full", "mean_rig", "rig_only"] + ([] if args.no_per_avatar else ["per_avatar"])
+    cols = ["full", "mean_rig"] + (["rig_only"] if "rig_only" in cfgs else []) \
+        + ([] if args.no_per_avatar else ["per_avatar"])
     mae = {c: {n: float(np.abs(preds[c][n] - gts[n]).mean()) for n in names} for c in cols}
     mae_mapped = {c: {n: float(np.abs(preds[c][n] - gts[n])[:, mapped[n]].mean()) for n in names} for c in cols}
     for t in (mae, mae_mapped):
         for c in cols:
             t[c]["mean"] = float(np.mean([t[c][n] for n in names]))
-    beats = {n: all(mae["full"][n] < mae[c][n] for c in ("mean_rig", "rig_only")) for n in names}
+    beats = {n: all(mae["full"][n] < mae[c][n] for c in ("mean_rig", "rig_only") if c in mae) for n in names}
     report = {"test_images": len(images), "avatars": names, "mae": mae, "mae_driven_controls": mae_mapped,
               "full_beats_mean_rig_and_rig_only": beats, "train_minutes": minutes,
               "runs": {k: c.output_dir for k, c in cfgs.items()},
