@@ -74,6 +74,17 @@ def _merge(base: DictConfig, other: DictConfig, source: str) -> DictConfig:
         raise ConfigError(f"{source}: bad value for config key '{key}': {e.msg if hasattr(e, 'msg') else e}") from None
 
 
+def read_yaml_mapping(path: str | Path, error: type[Exception] = ConfigError) -> dict:
+    """A YAML file whose top level is a mapping; anything else raises `error` naming the file."""
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except yaml.YAMLError as e:
+        raise error(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise error(f"{path}: top level must be a mapping of keys")
+    return data
+
+
 def parse_overrides(args: Sequence[str]) -> dict[str, Any]:
     """`['a.b=3', 'name=x']` -> nested dict, values parsed as YAML scalars/lists."""
     out: dict[str, Any] = {}
@@ -107,12 +118,7 @@ def load_config(schema: type[T], argv: Sequence[str] = (), default: str | None =
         p = Path(path)
         if not p.is_file():
             raise ConfigError(f"config file '{path}' does not exist; pass a YAML file from configs/")
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML: {e}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: top level must be a mapping of config keys")
+        data = read_yaml_mapping(p)
         _check_known(schema, _nested_keys(data), str(path))
         cfg = _merge(cfg, OmegaConf.create(data), str(path))
     overrides = parse_overrides(argv)

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
+from common.config import read_yaml_mapping
 from data.images import load_rgb
 
 RIGS_FILE, AVATAR_FILE = "rigs.csv", "avatar.yaml"
@@ -77,12 +77,7 @@ def read_avatar(folder: str | Path) -> Avatar:
     for p in (meta_path, rigs_path):
         if not p.is_file():
             raise AvatarFormatError(f"{p}: missing; every avatar folder needs {AVATAR_FILE} and {RIGS_FILE}")
-    try:
-        meta = yaml.safe_load(meta_path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise AvatarFormatError(f"{meta_path}: not valid YAML: {e}") from None
-    if not isinstance(meta, dict):
-        raise AvatarFormatError(f"{meta_path}: top level must be a mapping")
+    meta = read_yaml_mapping(meta_path, AvatarFormatError)
     for key in ("eye_boxes", "mouth_box"):
         if key not in meta:
             raise AvatarFormatError(f"{meta_path}: missing key '{key}' (normalised [x0, y0, x1, y1] boxes)")
