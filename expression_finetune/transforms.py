@@ -42,7 +42,8 @@ def preprocess_tensor(x: torch.Tensor, size: int) -> torch.Tensor:
     h, w = x.shape[-2:]
     if min(h, w) != size:  # torchvision Resize(int): short side -> size, long side truncated
         new = (size, int(size * w / h)) if h <= w else (int(size * h / w), size)
-        x = F.interpolate(x, size=new, mode="bicubic", align_corners=False, antialias=True)
+        # the antialiased kernels have no bf16/fp16 CPU implementation: resize in fp32, cast back
+        x = F.interpolate(x.float(), size=new, mode="bicubic", align_corners=False, antialias=True).to(x.dtype)
     h, w = x.shape[-2:]
     top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
     x = x[..., top:top + size, left:left + size]  # (N, 3, size, size)

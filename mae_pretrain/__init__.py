@@ -11,6 +11,7 @@ from .models_mae import (
     mae_vit_large_patch16,
     mae_vit_small_patch8_64,
     mae_vit_tiny_patch8_64,
+    mae_vit_tiny_patch16_64,
 )
 from .pos_embed import get_2d_sincos_pos_embed, interpolate_pos_embed
 
@@ -27,4 +28,5 @@ __all__ = [
     "mae_vit_large_patch16",
     "mae_vit_small_patch8_64",
     "mae_vit_tiny_patch8_64",
+    "mae_vit_tiny_patch16_64",
 ]

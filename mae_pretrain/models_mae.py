@@ -16,7 +16,8 @@ from torch import nn
 from .pos_embed import get_2d_sincos_pos_embed
 
 __all__ = ["MAEConfig", "MaskedAutoencoderViT", "MAE_PRESETS", "build_mae", "mae_vit_base_patch16",
-           "mae_vit_large_patch16", "mae_vit_huge_patch14", "mae_vit_small_patch8_64", "mae_vit_tiny_patch8_64"]
+           "mae_vit_large_patch16", "mae_vit_huge_patch14", "mae_vit_small_patch8_64", "mae_vit_tiny_patch8_64",
+           "mae_vit_tiny_patch16_64"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,9 @@ MAE_PRESETS: dict[str, MAEConfig] = {
                                          decoder_embed_dim=256, decoder_depth=4, decoder_num_heads=8),
     "mae_vit_tiny_patch8_64": MAEConfig(img_size=64, patch_size=8, embed_dim=192, depth=6, num_heads=3,
                                         decoder_embed_dim=128, decoder_depth=2, decoder_num_heads=4),
+    # The demo default: 16 px patches as ViT-B/16 (4x4 grid), 6x faster than 8 px patches on CPU.
+    "mae_vit_tiny_patch16_64": MAEConfig(img_size=64, patch_size=16, embed_dim=192, depth=6, num_heads=3,
+                                         decoder_embed_dim=128, decoder_depth=2, decoder_num_heads=4),
 }
 
 
@@ -326,3 +330,7 @@ def mae_vit_small_patch8_64(**overrides) -> MaskedAutoencoderViT:
 
 def mae_vit_tiny_patch8_64(**overrides) -> MaskedAutoencoderViT:
     return build_mae("mae_vit_tiny_patch8_64", **overrides)
+
+
+def mae_vit_tiny_patch16_64(**overrides) -> MaskedAutoencoderViT:
+    return build_mae("mae_vit_tiny_patch16_64", **overrides)

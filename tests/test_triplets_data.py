@@ -137,3 +137,11 @@ def test_tensor_preprocess_matches_pil_eval_transform():
     assert out.shape == ref.shape and torch.allclose(out, ref, atol=1e-5)  # same size: pure centre crop
     small = preprocess_tensor(torch.rand(2, 3, 96, 96, requires_grad=True), 64)
     assert small.shape == (2, 3, 64, 64) and small.requires_grad
+
+
+def test_tensor_preprocess_resizes_bf16_frames():
+    """Stage 3b can feed bf16 renders: the antialiased resize has no bf16 CPU kernel, so it runs in fp32."""
+    x = torch.rand(2, 3, 96, 96)
+    out = preprocess_tensor(x.bfloat16(), 64)
+    assert out.dtype == torch.bfloat16 and out.shape == (2, 3, 64, 64)
+    assert torch.allclose(out.float(), preprocess_tensor(x, 64), atol=0.05)
