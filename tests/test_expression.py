@@ -137,8 +137,8 @@ def world(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("world")
     make_world(root, "tiny", seed=0)
-    lines = (root / "triplets/test.csv").read_text().splitlines()
-    (root / "triplets/val_small.csv").write_text("\n".join(lines[:25]) + "\n")  # fast evaluation
+    lines = (root / "triplets/fec_test.csv").read_text().splitlines()  # the demo config reads raw FEC rows
+    (root / "triplets/val_small.csv").write_text("\n".join(lines[:24]) + "\n")  # fast evaluation
     return root
 
 
