@@ -2,7 +2,7 @@
 encoder-only inference images/s (all patches, no masking), on the current device.
 
     python scripts/bench_mae.py --model mae_vit_base_patch16 --batch-size 8 --precision bf16
-    python scripts/bench_mae.py --model mae_vit_tiny_patch8_64 --batch-size 64 --compile
+    python scripts/bench_mae.py --model mae_vit_tiny_patch16_64 --batch-size 64 --compile
 
 Synthetic inputs (the model's speed, not the disk's); medians over `--steps` timed steps after
 `--warmup` untimed ones. The training step is the one `mae_pretrain.engine` runs.
