@@ -7,7 +7,9 @@
 `rigs.csv` has the header `image,<control_1>,...,<control_n>` (image paths relative to the
 avatar folder, values in [0, 1]); `avatar.yaml` holds `display_name`, optionally `controls`
 (must then equal the CSV header), `image_size`, `eye_boxes: [[x0, y0, x1, y1], ...]` and
-`mouth_box: [x0, y0, x1, y1]` in normalised image coordinates. Every error names the file.
+`mouth_box: [x0, y0, x1, y1]` in normalised image coordinates, and optionally `face_box` (the head,
+same coordinates; the expression encoder sees the square face crop around it, `data.face_track`;
+without it the whole render is the face crop). Every error names the file.
 
 The held-out split is deterministic and independent of row order: a row is held out when a
 stable hash (CRC32) of its image path falls below `val_fraction`.
@@ -44,6 +46,7 @@ class Avatar:
         display_name: human-readable name from `avatar.yaml`.
         controls: rig control names, in rig order.
         eye_boxes / mouth_box: normalised [x0, y0, x1, y1] boxes.
+        face_box: normalised head box the encoder's face crop centres on; None = the whole image.
         images: image paths (absolute), one per rig row.
         rigs: (N, n_controls) float32 in [0, 1].
     """
@@ -55,6 +58,7 @@ class Avatar:
     mouth_box: list[float]
     images: list[Path] = field(default_factory=list)
     rigs: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+    face_box: list[float] | None = None
 
     @property
     def boxes(self) -> list[list[float]]:
@@ -86,6 +90,7 @@ def read_avatar(folder: str | Path) -> Avatar:
         raise AvatarFormatError(f"{meta_path}: 'eye_boxes' must be a non-empty list of [x0, y0, x1, y1]")
     eyes = [_check_box(b, meta_path, "eye_boxes") for b in eyes]
     mouth = _check_box(meta["mouth_box"], meta_path, "mouth_box")
+    face = _check_box(meta["face_box"], meta_path, "face_box") if meta.get("face_box") is not None else None
 
     with rigs_path.open(newline="") as f:
         rows = list(csv.reader(f))
@@ -118,7 +123,7 @@ def read_avatar(folder: str | Path) -> Avatar:
     if not images:
         raise AvatarFormatError(f"{rigs_path}: no rows; add one 'image,<values>' row per rendered image")
     return Avatar(folder.name, folder, str(meta.get("display_name", folder.name)), controls, eyes, mouth,
-                  images, np.asarray(rigs, np.float32))
+                  images, np.asarray(rigs, np.float32), face)
 
 
 def load_avatars(root: str | Path, names: list[str] | None = None) -> list[Avatar]:

@@ -5,6 +5,10 @@ A crop is a square around the main face: centred on the detector box, with side
 detectors whose boxes have different aspect ratios), resized to ``CropConfig.size``. Parts
 outside the image are black.
 
+Every stage frames faces this way: stage 2 crops FEC boxes, stage 3b crops actor faces (boxes
+from a ``face_boxes.csv`` beside them) and avatar renders (``face_box`` in ``avatar.yaml``), and
+test mode crops detector boxes, each with the margin its config gives (``crop_face``).
+
 Over a video, ``FaceTracker`` picks the face nearest to the current track (the largest one
 when there is no track), smooths centre and side with a One-Euro filter in units of the face
 size (so the parameters do not depend on resolution), holds the last square for up to
@@ -13,11 +17,14 @@ returns (and restarts the filter there, so the track jumps rather than glides).
 """
 from __future__ import annotations
 
+import csv
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from data.face_detect import Box
 from data.smoothing import OneEuroFilter, SmoothingConfig
@@ -84,8 +91,9 @@ def square_from_box(box: Box, margin: float) -> Square:
     return Square(cx, cy, face_size(box) * (1 + 2 * margin))
 
 
-def crop_square(rgb: np.ndarray, sq: Square, size: int) -> np.ndarray:
-    """(H, W, 3) uint8 -> (size, size, 3) uint8; outside the image is black."""
+def crop_square(rgb: np.ndarray, sq: Square, size: int | None) -> np.ndarray:
+    """(H, W, 3) uint8 -> (size, size, 3) uint8 (size None: the square's own side); outside the
+    image is black."""
     h, w = rgb.shape[:2]
     x0, y0, x1, y1 = sq.corners()
     s = x1 - x0
@@ -93,8 +101,43 @@ def crop_square(rgb: np.ndarray, sq: Square, size: int) -> np.ndarray:
     ix0, iy0, ix1, iy1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
     if ix1 > ix0 and iy1 > iy0:
         out[iy0 - y0:iy1 - y0, ix0 - x0:ix1 - x0] = rgb[iy0:iy1, ix0:ix1]
+    if size is None or size == s:
+        return out
     interp = cv2.INTER_AREA if s > size else cv2.INTER_LINEAR
     return cv2.resize(out, (size, size), interpolation=interp)
+
+
+def crop_face(img: Image.Image, box: tuple[float, float, float, float], margin: float) -> Image.Image:
+    """PIL image + normalised (x0, y0, x1, y1) face box -> the square face crop at its native side."""
+    w, h = img.size
+    px = Box(box[0] * w, box[1] * h, box[2] * w, box[3] * h)
+    return Image.fromarray(crop_square(np.asarray(img), square_from_box(px, margin), None))
+
+
+FACE_BOXES_FILE = "face_boxes.csv"
+
+
+def read_face_boxes(folder: str | Path) -> dict[Path, tuple[float, float, float, float]]:
+    """``<folder>/face_boxes.csv`` (header ``image,x0,y0,x1,y1``; image paths relative to the folder,
+    boxes normalised to [0, 1]) -> {image file: box}; {} when the folder has no such file (its
+    images are then taken as face crops already)."""
+    path = Path(folder) / FACE_BOXES_FILE
+    if not path.is_file():
+        return {}
+    with path.open(newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows or [c.strip() for c in rows[0]] != ["image", "x0", "y0", "x1", "y1"]:
+        raise ValueError(f"{path}: header must be 'image,x0,y0,x1,y1' (normalised face boxes)")
+    out = {}
+    for line, row in enumerate(rows[1:], start=2):
+        try:
+            x0, y0, x1, y1 = (float(v) for v in row[1:5])
+        except (ValueError, IndexError):
+            raise ValueError(f"{path}, line {line}: expected image,x0,y0,x1,y1 with numbers, got {row}") from None
+        if len(row) != 5 or not (0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1):
+            raise ValueError(f"{path}, line {line}: need 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1, got {row}")
+        out[Path(folder) / row[0].strip()] = (x0, y0, x1, y1)
+    return out
 
 
 def pick_main_face(boxes: list[Box], prev: Square | None, min_face: float = 0.0

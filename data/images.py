@@ -17,6 +17,8 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 from torchvision import transforms as T
 
+from data.face_track import crop_face, read_face_boxes
+
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 # Face-image statistics used by MAE-Face and FreeAvatar (RGB, [0,1] scale).
 FACE_MEAN = (0.49895, 0.41044, 0.36561)
@@ -67,12 +69,15 @@ class ImageFolderDataset(Dataset):
     Args:
         roots: a folder or a list of folders, searched recursively.
         transform: applied to the PIL image; returns the sample.
+        crop_margin: None = whole images; a number = the square face crop with this margin
+            (`data.face_track`) for images that a root's `face_boxes.csv` gives a box.
     """
 
-    def __init__(self, roots: str | Path | list, transform: Callable | None = None):
+    def __init__(self, roots: str | Path | list, transform: Callable | None = None, crop_margin: float | None = None):
         roots = roots if isinstance(roots, (list, tuple)) else [roots]
         self.files = [p for r in roots for p in list_images(r)]
-        self.transform = transform
+        self.transform, self.crop_margin = transform, crop_margin
+        self.boxes = {k: v for r in roots for k, v in read_face_boxes(r).items()} if crop_margin is not None else {}
         self.skipped: set[str] = set()
         self._lock = threading.Lock()
 
@@ -90,5 +95,7 @@ class ImageFolderDataset(Dataset):
                         self.skipped.add(str(path))
                         print(f"[data] skipping unreadable image ({len(self.skipped)} so far): {e}")
                 continue
+            if path in self.boxes:
+                img = crop_face(img, self.boxes[path], self.crop_margin)
             return self.transform(img) if self.transform else img
         raise RuntimeError(f"no readable image among {len(self.files)} files")

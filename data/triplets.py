@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
+from data.face_track import crop_face
 from data.images import load_rgb
 
 TRIPLET_TYPES = ("ONE_CLASS_TRIPLET", "TWO_CLASS_TRIPLET", "THREE_CLASS_TRIPLET")
@@ -164,13 +165,21 @@ def read_triplets(path: str | Path, image_root: str | Path, fmt: str = "auto",
     return read_fec_csv(path, url_map, image_root)
 
 
-def crop_box(img, box: Box | None):
-    """Crop a PIL image to a normalised (left, top, right, bottom) box; None keeps it whole."""
+def crop_box(img, box: Box | None, margin: float | None = None):
+    """Crop a PIL image to a normalised (left, top, right, bottom) face box; None keeps it whole.
+
+    margin None crops the box exactly (its aspect ratio is kept). A number gives the face crop every
+    stage shares (`data.face_track`): a square centred on the box, side sqrt(w * h) * (1 + 2 * margin)
+    in pixels, black outside the image; then training augmentation and the eval resize + centre crop
+    see the same framing.
+    """
     if box is None:
         return img
     w, h = img.size
-    x0, y0 = round(box[0] * w), round(box[1] * h)
-    return img.crop((x0, y0, max(round(box[2] * w), x0 + 1), max(round(box[3] * h), y0 + 1)))
+    if margin is None:
+        x0, y0 = round(box[0] * w), round(box[1] * h)
+        return img.crop((x0, y0, max(round(box[2] * w), x0 + 1), max(round(box[3] * h), y0 + 1)))
+    return crop_face(img, box, margin)
 
 
 class TripletDataset(Dataset):
@@ -180,13 +189,15 @@ class TripletDataset(Dataset):
         records: from `read_triplets`.
         transform: PIL image -> (C, H, W) tensor (training augmentation or `eval_transform`).
         cache: keep decoded, cropped PIL images in memory (small datasets such as the demo world).
+        margin: face-box crop, see `crop_box` (None = the exact box).
     Returns per item: images (3, C, H, W) in (anchor, positive, negative) order, type index (int).
     """
 
-    def __init__(self, records: list[TripletRecord], transform: Callable, cache: bool = False):
+    def __init__(self, records: list[TripletRecord], transform: Callable, cache: bool = False,
+                 margin: float | None = None):
         if not records:
             raise ValueError("no triplets to train on (every row was skipped; see the [triplets] lines above)")
-        self.records, self.transform, self.cache = records, transform, cache
+        self.records, self.transform, self.cache, self.margin = records, transform, cache, margin
         self._images: dict = {}
 
     def __len__(self) -> int:
@@ -196,7 +207,7 @@ class TripletDataset(Dataset):
         key = (path, box)
         img = self._images.get(key)
         if img is None:
-            img = crop_box(load_rgb(path), box)
+            img = crop_box(load_rgb(path), box, self.margin)
             if self.cache:
                 self._images[key] = img
         return img
@@ -208,17 +219,17 @@ class TripletDataset(Dataset):
 
 
 class ImageListDataset(Dataset):
-    """Single images (optionally box-cropped) for embedding: item -> (C, H, W) tensor."""
+    """Single images (optionally box-cropped, see `crop_box`) for embedding: item -> (C, H, W) tensor."""
 
-    def __init__(self, items: list[tuple[Path, Box | None]], transform: Callable):
-        self.items, self.transform = items, transform
+    def __init__(self, items: list[tuple[Path, Box | None]], transform: Callable, margin: float | None = None):
+        self.items, self.transform, self.margin = items, transform, margin
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, i: int) -> torch.Tensor:
         path, box = self.items[i]
-        return self.transform(crop_box(load_rgb(path), box))
+        return self.transform(crop_box(load_rgb(path), box, self.margin))
 
 
 def unique_images(records: list[TripletRecord]) -> tuple[list[tuple[Path, Box | None]], torch.Tensor]:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from common.config import check_choice
 from common.device import PRECISIONS
+from data.face_track import CropConfig
 from emb2rig.losses import LossConfig
 from emb2rig.models import DecoderConfig
 from emb2rig.test_mode import TestModeConfig
@@ -40,6 +41,9 @@ class Emb2RigConfig:
         faces: unlabeled face folders under data_root (any tree of images; an actor = a sub-folder).
         avatars_root: avatar folders (`<name>/rigs.csv`, `avatar.yaml`) under data_root.
         avatars: avatar names to train on, in decoder order ([] = every avatar folder, sorted).
+        crop_margin: face-crop margin (`data.face_track`) for the actor faces (boxes from each face
+            folder's `face_boxes.csv`), the avatar renders (`face_box` in `avatar.yaml`) and test mode's
+            detector boxes alike; use the stage-2 encoder's `crop_margin`. Sets `test.crop.margin`.
         val_fraction: share of face actors and avatar rows held out for validation.
         val_samples: validate on this many held-out samples, evenly spaced over faces then renders
             (0 = all); the same subset every epoch.
@@ -57,6 +61,7 @@ class Emb2RigConfig:
     faces: list[str] = field(default_factory=lambda: ["faces/train"])
     avatars_root: str = "avatars"
     avatars: list[str] = field(default_factory=list)
+    crop_margin: float = 0.3
     val_fraction: float = 0.1
     val_samples: int = 1024
     targets_per_sample: int = 2
@@ -82,6 +87,12 @@ class Emb2RigConfig:
         if self.mode == "test" and not self.pretrained:
             raise ValueError("mode 'test' needs 'pretrained' (a trained stage-3b checkpoint, e.g. "
                              "pretrained=outputs/demo/emb2rig/checkpoint-best.pth)")
+        if self.crop_margin < 0:
+            raise ValueError(f"'crop_margin' must be >= 0, got {self.crop_margin}")
+        if self.test.crop.margin not in (CropConfig.margin, self.crop_margin):
+            raise ValueError(f"test.crop.margin={self.test.crop.margin} differs from crop_margin={self.crop_margin}: "
+                             "set crop_margin only (it frames faces in training and test mode alike)")
+        self.test.crop.margin = self.crop_margin
         if self.targets_per_sample < 1:
             raise ValueError(f"'targets_per_sample' must be >= 1, got {self.targets_per_sample}")
         if not 0 < self.val_fraction < 1:

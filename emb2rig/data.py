@@ -1,8 +1,13 @@
 """Stage-3b data: unlabeled actor faces mixed with avatar renders whose rigs are known.
 
-    train_set, val_set = build_sets(avatars, [faces_root], image_size=64, val_fraction=0.1)
+    train_set, val_set = build_sets(avatars, [faces_root], image_size=64, val_fraction=0.1, margin=0.3)
     batch = train_set.__getitems__([0, 5, 9])        # 'image' uint8 (3, 3, S, S), 'source' (3,), 'rig' (3, max_n)
     batch["target"] = sample_targets(batch["source"], n_avatars=3, per_sample=2, generator=g)   # (3, 2)
+
+Faces are framed as in every stage (`data.face_track`): a folder with a `face_boxes.csv` gives each
+image's face box and the square crop with `margin` around it is stored; without one the images are
+taken as face crops already. Avatar renders are stored whole (the pixel loss compares whole renders);
+`Frozen.encode` crops them to the avatar's `face_box` on the way into the encoder.
 
 Validation holds out whole actors of the face folder (a stable hash of the actor folder name)
 and the avatar rows `data.avatars` holds out; it never reads the demo world's `eval/` folder,
@@ -19,6 +24,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from data.avatars import Avatar, AvatarRigDataset
+from data.face_track import crop_face, read_face_boxes
 from data.images import list_images, load_rgb
 
 
@@ -44,10 +50,14 @@ class MixedSet(Dataset):
         faces: face image files (unreadable ones are skipped and counted in `skipped`).
         renders: AvatarRigDataset of the same image size (rig padded to the largest avatar).
         image_size: faces are resized (area) to this square size (the renderer's size).
+        boxes: {face file: normalised face box} (`read_face_boxes`); files without one are used whole.
+        margin: face-crop margin around a box.
     """
 
-    def __init__(self, faces: list[Path], renders: AvatarRigDataset, image_size: int):
+    def __init__(self, faces: list[Path], renders: AvatarRigDataset, image_size: int,
+                 boxes: dict | None = None, margin: float = 0.3):
         imgs, self.skipped = [], []
+        boxes = boxes or {}
         for f in faces:
             try:
                 im = load_rgb(f)
@@ -55,6 +65,8 @@ class MixedSet(Dataset):
                 self.skipped.append(str(f))
                 print(f"[data] skipping unreadable face ({len(self.skipped)} so far): {e}")
                 continue
+            if f in boxes:
+                im = crop_face(im, boxes[f], margin)
             if im.size != (image_size, image_size):
                 im = im.resize((image_size, image_size), Image.Resampling.BOX)
             imgs.append(np.asarray(im, np.uint8))
@@ -78,13 +90,15 @@ class MixedSet(Dataset):
 
 
 def build_sets(avatars: list[Avatar], faces: list[str | Path], image_size: int,
-               val_fraction: float) -> tuple[MixedSet, MixedSet]:
-    """(train, val) MixedSets over the given avatars and the faces under the folders `faces`."""
+               val_fraction: float, margin: float = 0.3) -> tuple[MixedSet, MixedSet]:
+    """(train, val) MixedSets over the given avatars and the faces under the folders `faces`
+    (each folder's `face_boxes.csv`, when it has one, frames its faces)."""
     f_train, f_val = split_faces(faces, val_fraction)
     if not f_val:
         raise ValueError(f"no validation actors under {[str(f) for f in faces]} (val_fraction={val_fraction})")
-    train = MixedSet(f_train, AvatarRigDataset(avatars, image_size, "train", val_fraction), image_size)
-    val = MixedSet(f_val, AvatarRigDataset(avatars, image_size, "val", val_fraction), image_size)
+    boxes = {k: v for root in faces for k, v in read_face_boxes(root).items()}
+    train = MixedSet(f_train, AvatarRigDataset(avatars, image_size, "train", val_fraction), image_size, boxes, margin)
+    val = MixedSet(f_val, AvatarRigDataset(avatars, image_size, "val", val_fraction), image_size, boxes, margin)
     return train, val
 
 

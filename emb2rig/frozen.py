@@ -1,19 +1,42 @@
 """The frozen stage-2 encoder and stage-3a renderer, seen through one small interface.
 
     frozen = load_frozen(cfg.encoder, cfg.renderer, names, controls, device)
-    feat, emb = frozen.encode(img01)     # (B, 3, H, W) in [0, 1] -> (B, D), (B, 16); differentiable
+    feat, emb = frozen.encode(img01)     # (B, 3, H, W) face crops in [0, 1] -> (B, D), (B, 16); differentiable
     img01 = frozen.render(rig, avatar)   # (B, max_n) padded rigs, (B,) avatar indices -> (B, 3, H, W)
+    feat, emb = frozen.encode(img01, avatar)   # renders: each cropped to its avatar's face square first
 
 Both networks are in eval mode with `requires_grad=False` on every parameter, and neither runs
 under `no_grad` here: gradients flow through them to the decoder, never into them. This is the
-one place where renderer output ([0, 1], renderer size) becomes encoder input (encoder size,
-face-normalised by the encoder's `preprocess`).
+one place where renderer output ([0, 1], renderer size) becomes encoder input: the square face crop
+of the avatar's `face_box` (the same framing as the actor faces, `data.face_track`), resized to the
+encoder size and face-normalised by the encoder's `preprocess`.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+from data.face_detect import Box
+from data.face_track import square_from_box
+
+
+def crop_corners(box: list[float] | None, size: int, margin: float) -> tuple[int, int, int, int] | None:
+    """Pixel corners (x0, y0, x1, y1) of the square face crop of a normalised box in a `size` image."""
+    if box is None:
+        return None
+    return square_from_box(Box(*(v * size for v in box)), margin).corners()
+
+
+def crop_pad(x: torch.Tensor, corners: tuple[int, int, int, int]) -> torch.Tensor:
+    """(B, C, H, W)[..., y0:y1, x0:x1] with zeros (black) outside the image; differentiable."""
+    x0, y0, x1, y1 = corners
+    h, w = x.shape[-2:]
+    pad = (max(-x0, 0), max(x1 - w, 0), max(-y0, 0), max(y1 - h, 0))
+    if any(pad):
+        x = F.pad(x, pad)
+    return x[..., y0 + pad[2]:y1 + pad[2], x0 + pad[0]:x1 + pad[0]]
 
 
 class Frozen:
@@ -24,9 +47,12 @@ class Frozen:
         renderer: has `avatar_names`, `controls[name]`, `image_size`, `render(rig, name)`.
         names: avatar names in the decoder's index order.
         controls: each avatar's control names (from its rigs.csv), checked against the renderer.
+        face_boxes: each avatar's normalised head box (`avatar.yaml` `face_box`; None = whole render).
+        margin: face-crop margin (the one the actor faces and test-mode crops use).
     """
 
-    def __init__(self, encoder: nn.Module, renderer: nn.Module, names: list[str], controls: list[list[str]]):
+    def __init__(self, encoder: nn.Module, renderer: nn.Module, names: list[str], controls: list[list[str]],
+                 face_boxes: list | None = None, margin: float = 0.3):
         for name, ctrl in zip(names, controls):
             if name not in renderer.avatar_names:
                 known = list(renderer.avatar_names)
@@ -40,12 +66,28 @@ class Frozen:
             p.requires_grad_(False)
         self.names, self.n_controls = list(names), [len(c) for c in controls]
         self.image_size = int(renderer.image_size)
+        boxes = face_boxes or [None] * len(names)
+        self.corners = [crop_corners(b, self.image_size, margin) for b in boxes]
 
-    def encode(self, img01: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, 3, H, W) images in [0, 1] -> encoder (pooled feature (B, D), embedding (B, 16)).
+    def encoder_input(self, img01: torch.Tensor, avatar: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, 3, S, S) images in [0, 1] -> (B, 3, s, s) encoder input. `avatar` (B,) marks avatar
+        renders (index >= 0), cropped to that avatar's face square; -1 (or no `avatar`) = a face crop
+        already. Differentiable (the encoder's `preprocess`: resize to its size, face-normalise)."""
+        pre = self.encoder.preprocess
+        if avatar is None or all(c is None for c in self.corners):
+            return pre(img01)
+        parts = []
+        for a in avatar.unique().tolist():
+            sel = (avatar == a).nonzero().flatten()
+            c = self.corners[a] if a >= 0 else None
+            parts.append((sel, pre(crop_pad(img01[sel], c) if c is not None else img01[sel])))
+        x = torch.cat([p for _, p in parts])
+        return torch.empty_like(x).index_copy(0, torch.cat([s for s, _ in parts]), x)  # batch order
 
-        Uses the encoder's own differentiable `preprocess` (resize to its size, face-normalise)."""
-        return self.encoder(self.encoder.preprocess(img01))
+    def encode(self, img01: torch.Tensor, avatar: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 3, S, S) images in [0, 1] -> encoder (pooled feature (B, D), embedding (B, 16));
+        `avatar` as in `encoder_input`."""
+        return self.encoder(self.encoder_input(img01, avatar))
 
     def render(self, rig: torch.Tensor, avatar: torch.Tensor) -> torch.Tensor:
         """(B, max_n) padded rigs + (B,) avatar indices -> (B, 3, S, S) renders in [0, 1].
@@ -81,15 +123,15 @@ def reference_images(frozen: Frozen, rigs: list[np.ndarray], device: torch.devic
 @torch.no_grad()
 def reference_features(frozen: Frozen, ref_images: torch.Tensor) -> torch.Tensor:
     """(A, 3, S, S) reference images -> (A, D) pooled encoder features (input of the identity MLP)."""
-    return frozen.encode(ref_images)[0].float()
+    return frozen.encode(ref_images, torch.arange(len(ref_images), device=ref_images.device))[0].float()
 
 
 def load_frozen(encoder_path: str, renderer_path: str, names: list[str], controls: list[list[str]],
-                device: torch.device) -> Frozen:
+                device: torch.device, face_boxes: list | None = None, margin: float = 0.3) -> Frozen:
     """Load the stage-2 encoder and the stage-3a renderer checkpoints, frozen, on `device`."""
     from expression_finetune import load_encoder
     from rig2img import load_renderer
 
     encoder = load_encoder(encoder_path).to(device)
     renderer = load_renderer(renderer_path).to(device)
-    return Frozen(encoder, renderer, names, controls)
+    return Frozen(encoder, renderer, names, controls, face_boxes, margin)

@@ -69,8 +69,8 @@ def compute_losses(model: Emb2Rig, frozen: Frozen, batch: dict[str, torch.Tensor
     Args:
         model: Emb2Rig (train or eval mode set by the caller).
         frozen: the frozen encoder and renderer.
-        batch: 'image' (B, 3, S, S) in [0, 1]; 'source' (B,) long, -1 for an actor face, k for a
-            render of avatar k; 'rig' (B, max_n) known rig (zeros for faces); 'target' (B, T) long
+        batch: 'image' (B, 3, S, S) in [0, 1]; 'source' (B,) long, -1 for an actor face (a face
+            crop), k for a whole render of avatar k; 'rig' (B, max_n) known rig (zeros for faces); 'target' (B, T) long
             avatar indices each sample is decoded for.
         cfg: LossConfig.
         disc: the discriminator (needed when weight_gan > 0); its parameters get no gradient here.
@@ -81,7 +81,7 @@ def compute_losses(model: Emb2Rig, frozen: Frozen, batch: dict[str, torch.Tensor
     img, source, target = batch["image"], batch["source"], batch["target"]
     B, T = target.shape
     with torch.no_grad():  # the input side has nothing to train
-        feat, emb = frozen.encode(img)  # (B, D), (B, 16)
+        feat, emb = frozen.encode(img, source)  # (B, D), (B, 16); renders cropped to their face box
     rep = lambda x: x.repeat_interleave(T, dim=0)  # (B, ...) -> (B*T, ...), sample-major like target.reshape(-1)
     tgt = target.reshape(-1)  # (B*T,)
     own = rep(source) == tgt  # input is the target avatar's own render: rig and pixel supervision
@@ -96,7 +96,7 @@ def compute_losses(model: Emb2Rig, frozen: Frozen, batch: dict[str, torch.Tensor
     if cfg.weight_perceptual > 0 or cfg.weight_pixel > 0 or cfg.weight_gan > 0:
         render = frozen.render(rig, tgt)  # (B*T, 3, S, S), differentiable w.r.t. rig
     if cfg.weight_perceptual > 0:
-        f_out, e_out = frozen.encode(render)
+        f_out, e_out = frozen.encode(render, tgt)
         if cfg.perceptual == "embedding":
             d = ((e_out.float() - rep(emb).float()) ** 2).sum(1).mean()
         else:

@@ -44,8 +44,9 @@ def _loader(ds, cfg: Emb2RigConfig, info, train: bool):
 def save_samples(model, frozen, ds, path: Path, device, n: int = 8) -> None:
     """Grid: a row per held-out input (faces first, then renders): input | its render for each avatar."""
     idx = torch.linspace(0, len(ds) - 1, n).long().tolist()
-    img = ds.__getitems__(idx)["image"].to(device).float() / 255  # (n, 3, S, S)
-    feat = frozen.encode(img)[0].float()
+    batch = ds.__getitems__(idx)
+    img = batch["image"].to(device).float() / 255  # (n, 3, S, S)
+    feat = frozen.encode(img, batch["source"].to(device))[0].float()
     cols = [img]
     for a in range(len(frozen.names)):
         av = torch.full((n,), a, dtype=torch.long, device=device)
@@ -63,8 +64,10 @@ def main(cfg: Emb2RigConfig) -> dict | None:
     root = Path(cfg.data_root)
     avatars = load_avatars(root / cfg.avatars_root, cfg.avatars or None)
     names, controls = [a.name for a in avatars], [a.controls for a in avatars]
-    frozen = load_frozen(cfg.encoder, cfg.renderer, names, controls, info.device)
-    train_set, val_set = build_sets(avatars, [root / f for f in cfg.faces], frozen.image_size, cfg.val_fraction)
+    face_boxes = [a.face_box for a in avatars]
+    frozen = load_frozen(cfg.encoder, cfg.renderer, names, controls, info.device, face_boxes, cfg.crop_margin)
+    train_set, val_set = build_sets(avatars, [root / f for f in cfg.faces], frozen.image_size, cfg.val_fraction,
+                                    cfg.crop_margin)
     own_rigs = [train_set.rig[train_set.source == k, :len(c)].numpy() for k, c in enumerate(controls)]
     refs = reference_images(frozen, own_rigs, info.device)  # (A, 3, S, S)
     model = build_model(reference_features(frozen, refs), [len(c) for c in controls], cfg.model,
@@ -121,7 +124,7 @@ def main(cfg: Emb2RigConfig) -> dict | None:
             print(f"[emb2rig] epoch {epoch}: " + ", ".join(f"{k} {v:.4g}" for k, v in stats.items()))
             state = {"model": unwrap(model).state_dict(), "optimizer": opt.state_dict(), "scaler": scaler.state_dict(),
                      "epoch": epoch, "step": step, "best_metric": best, "config": to_dict(cfg), "rng": rng_state(),
-                     "avatars": names, "controls": controls}
+                     "avatars": names, "controls": controls, "face_boxes": face_boxes}
             if disc is not None:
                 state.update(disc=disc.state_dict(), optimizer_d=opt_d.state_dict(), scaler_d=scaler_d.state_dict())
             save_training_state(run_dir, state, is_best)

@@ -178,11 +178,15 @@ def build_model(ref_feats: torch.Tensor, n_controls: list[int], cfg: DecoderConf
 
 
 def load_decoder(path: str | Path, device: str | torch.device = "cpu") -> tuple[Emb2Rig, dict]:
-    """A trained stage-3b model (eval mode) and its metadata {'avatars': names, 'controls': lists}."""
+    """A trained stage-3b model (eval mode) and its metadata {'avatars': names, 'controls': lists,
+    'face_boxes': each avatar's face box or None, 'crop_margin': the face-crop margin it was trained with}."""
     ck = load_checkpoint(path, map_location=device)
     if "avatars" not in ck or "config" not in ck:
         raise ValueError(f"'{path}' is not a stage-3b (emb2rig) checkpoint; use the run's checkpoint-best.pth")
     sd = clean_state_dict(ck)
     model = build_model(sd["ids.ref_feats"], sd["n_controls"].tolist(), DecoderConfig(**ck["config"]["model"]))
     model.load_state_dict(sd)
-    return model.to(device).eval(), {"avatars": list(ck["avatars"]), "controls": [list(c) for c in ck["controls"]]}
+    names = list(ck["avatars"])
+    return model.to(device).eval(), {"avatars": names, "controls": [list(c) for c in ck["controls"]],
+                                     "face_boxes": list(ck.get("face_boxes") or [None] * len(names)),
+                                     "crop_margin": float(ck["config"].get("crop_margin", 0.3))}

@@ -150,7 +150,9 @@ def run_test_mode(cfg) -> dict:
         raise FileNotFoundError(f"test.input not found: {t.input}")
     device = pick_device(cfg.device)
     model, meta = load_decoder(cfg.pretrained, device)
-    frozen = load_frozen(cfg.encoder, cfg.renderer, meta["avatars"], meta["controls"], device)
+    frozen = load_frozen(cfg.encoder, cfg.renderer, meta["avatars"], meta["controls"], device,
+                         meta["face_boxes"], meta["crop_margin"])
+    t.crop.margin = meta["crop_margin"]  # frame faces as the decoder saw them in training
     detector = build_detector(t.detector.name, t.detector)
     out_dir = Path(t.out_dir) if t.out_dir else Path(cfg.output_dir) / "test" / Path(t.input).stem
     summary = animate(t.input, model, frozen, meta["controls"], detector, t, device, cfg.precision, out_dir)

@@ -205,7 +205,8 @@ class Animator:
     def _queue_distance(self, renders: torch.Tensor, emb_in: torch.Tensor) -> None:
         """Queue renders (m * A, 3, R, R) of m frames with the frames' input embeddings (m, E); they are
         encoded with the next batch of crops (or at the end)."""
-        x = self.frozen.encoder.preprocess(renders.float().contiguous())  # (m * A, 3, S, S) encoder input
+        avatar = torch.arange(self.A, device=renders.device).repeat(len(renders) // self.A)
+        x = self.frozen.encoder_input(renders.float().contiguous(), avatar)  # (m * A, 3, S, S) face crops
         self._queued.append((x, emb_in.repeat_interleave(self.A, 0)))
 
     def _step(self, batch: list[Item]) -> list[np.ndarray]:

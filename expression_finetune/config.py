@@ -30,6 +30,7 @@ class ExpressionConfig:
     format: str = "auto"  # auto | simple (anchor,positive,negative,type) | fec (raw 28 columns)
     url_map: str | None = None  # `url,path` CSV for raw FEC files
     cache_images: bool = False  # keep decoded images in memory (small datasets)
+    crop_margin: float | None = 0.3  # FEC boxes: square face crop with this margin (as test mode); null = exact box
     # model
     model: str = "mae_vit_base_patch16"  # a mae_pretrain.MAE_PRESETS name
     pretrained: str | None = None  # stage-1 / MAE / MAE-Face checkpoint; null = random init
@@ -37,6 +38,7 @@ class ExpressionConfig:
     drop_path: float = 0.1
     # training augmentation (evaluation always uses resize + centre crop)
     crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])  # RandomResizedCrop area range
+    crop_ratio: list[float] = field(default_factory=lambda: [3 / 4, 4 / 3])  # and aspect-ratio range
     rand_ops: int = 2  # RandAugment ops per image (0 = off)
     rand_magnitude: int = 9
     reprob: float = 0.25  # random erasing probability
@@ -62,6 +64,10 @@ class ExpressionConfig:
         check_choice("schedule", self.schedule, ["cosine", "constant"])
         if len(self.crop_scale) != 2 or not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
             raise ValueError(f"'crop_scale' must be [min, max] with 0 < min <= max <= 1, got {self.crop_scale}")
+        if len(self.crop_ratio) != 2 or not 0 < self.crop_ratio[0] <= self.crop_ratio[1]:
+            raise ValueError(f"'crop_ratio' must be [min, max] with 0 < min <= max, got {self.crop_ratio}")
+        if self.crop_margin is not None and self.crop_margin < 0:
+            raise ValueError(f"'crop_margin' must be >= 0 or null, got {self.crop_margin}")
         if not 0 < self.layer_decay <= 1:
             raise ValueError(f"'layer_decay' must be in (0, 1], got {self.layer_decay}")
         if self.batch_size < 1 or self.epochs < 1:

@@ -26,13 +26,14 @@ class ExpressionEncoder(nn.Module):
 
     Args:
         model: the trained network (its weights are frozen in place).
+        crop_margin: the face-crop margin it was trained with (`data.face_track`; None = exact boxes).
     Attributes:
-        image_size: input side in pixels; feature_dim: D; emb_dim: embedding size.
+        image_size: input side in pixels; feature_dim: D; emb_dim: embedding size; crop_margin.
     """
 
-    def __init__(self, model: ExpressionViT):
+    def __init__(self, model: ExpressionViT, crop_margin: float | None = None):
         super().__init__()
-        self.model = model
+        self.model, self.crop_margin = model, crop_margin
         self.image_size, self.feature_dim, self.emb_dim = model.image_size, model.feature_dim, model.emb_dim
         self._pil_transform = eval_transform(self.image_size)
         for p in self.model.parameters():
@@ -73,4 +74,4 @@ def load_encoder(path: str | Path, map_location: str | torch.device = "cpu") -> 
                          "pass the checkpoint-best.pth written by `python train.py`")
     model = build_expression_vit(cfg["model"], emb_dim=cfg.get("emb_dim", 16), drop_path=0.0)
     model.load_state_dict(clean_state_dict(ck), strict=True)
-    return ExpressionEncoder(model).to(map_location)
+    return ExpressionEncoder(model, cfg.get("crop_margin")).to(map_location)

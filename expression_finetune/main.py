@@ -60,8 +60,8 @@ def build_data(cfg: ExpressionConfig, info: DistInfo, size: int):
     url_map = root / cfg.url_map if cfg.url_map else None
     train = read_triplets(root / cfg.train_csv, root, cfg.format, url_map)
     val = read_triplets(root / cfg.val_csv, root, cfg.format, url_map)
-    tf = train_transform(size, cfg.crop_scale, cfg.rand_ops, cfg.rand_magnitude, cfg.reprob, cfg.hflip)
-    ds = TripletDataset(train, tf, cache=cfg.cache_images)
+    tf = train_transform(size, cfg.crop_scale, cfg.rand_ops, cfg.rand_magnitude, cfg.reprob, cfg.hflip, cfg.crop_ratio)
+    ds = TripletDataset(train, tf, cache=cfg.cache_images, margin=cfg.crop_margin)
     sampler = make_sampler(ds, info, shuffle=True, seed=cfg.seed, drop_last=True)
     loader = DataLoader(ds, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
                         pin_memory=info.device.type == "cuda", drop_last=True, worker_init_fn=seed_worker,
@@ -70,7 +70,7 @@ def build_data(cfg: ExpressionConfig, info: DistInfo, size: int):
         raise ValueError(f"{len(ds)} training triplets is less than one batch of {cfg.batch_size}; lower batch_size")
     items, index = unique_images(val)
     types = torch.tensor([TYPE_INDEX[r.type] for r in val], dtype=torch.long)
-    return loader, sampler, (ImageListDataset(items, eval_transform(size)), index, types)
+    return loader, sampler, (ImageListDataset(items, eval_transform(size), cfg.crop_margin), index, types)
 
 
 def main(cfg: ExpressionConfig) -> dict:

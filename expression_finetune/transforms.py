@@ -13,17 +13,18 @@ __all__ = ["train_transform", "eval_transform", "preprocess_tensor"]
 
 
 def train_transform(size: int, crop_scale=(0.08, 1.0), rand_ops: int = 2, rand_magnitude: int = 9,
-                    reprob: float = 0.25, hflip: float = 0.0) -> Callable:
+                    reprob: float = 0.25, hflip: float = 0.0, crop_ratio=(3 / 4, 4 / 3)) -> Callable:
     """RandomResizedCrop -> [flip] -> RandAugment(n, m) -> tensor -> normalise -> random erasing.
 
     Args:
         size: output side in pixels (the model's image size).
         crop_scale: area range of RandomResizedCrop ((0.08, 1) in the paper's recipe).
+        crop_ratio: its aspect-ratio range (torchvision's default (3/4, 4/3) in the paper's recipe).
         rand_ops, rand_magnitude: RandAugment ops per image and magnitude (0 ops = off).
         reprob: random-erasing probability (erased pixels are random normal noise, as MAE fine-tuning).
         hflip: horizontal-flip probability.
     """
-    ops: list = [T.RandomResizedCrop(size, scale=tuple(crop_scale), interpolation=T.InterpolationMode.BICUBIC)]
+    ops: list = [T.RandomResizedCrop(size, scale=tuple(crop_scale), ratio=tuple(crop_ratio), interpolation=T.InterpolationMode.BICUBIC)]
     if hflip > 0:
         ops.append(T.RandomHorizontalFlip(hflip))
     if rand_ops > 0:

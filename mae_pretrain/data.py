@@ -34,6 +34,7 @@ class FaceImages(ImageFolderDataset):
     Args:
         roots: face-image folders, searched recursively.
         transform: PIL image -> (3, H, W) tensor.
+        crop_margin: face crop from each root's `face_boxes.csv` (see `ImageFolderDataset`).
     """
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
@@ -42,15 +43,15 @@ class FaceImages(ImageFolderDataset):
 
 
 def build_loaders(train_roots: list[str], val_roots: list[str], img_size: int, scale_min: float,
-                  batch_size: int, num_workers: int, val_max_images: int, info: DistInfo, seed: int
-                  ) -> tuple[DataLoader, torch.Tensor | None]:
+                  batch_size: int, num_workers: int, val_max_images: int, info: DistInfo, seed: int,
+                  crop_margin: float | None = None) -> tuple[DataLoader, torch.Tensor | None]:
     """Training loader (distributed sampler, drop_last) and the held-out images as fixed tensors.
 
     Returns:
         (train_loader, val) where `val` is an (N, 3, H, W) tensor (or None without val_roots);
         every rank evaluates the same held-out images, so the held-out loss needs no reduction.
     """
-    train_ds = FaceImages([str(Path(r)) for r in train_roots], train_transform(img_size, scale_min))
+    train_ds = FaceImages([str(Path(r)) for r in train_roots], train_transform(img_size, scale_min), crop_margin)
     sampler = make_sampler(train_ds, info, shuffle=True, seed=seed, drop_last=True)
     per_rank = len(sampler)
     if per_rank < batch_size:
@@ -61,7 +62,7 @@ def build_loaders(train_roots: list[str], val_roots: list[str], img_size: int, s
                         persistent_workers=num_workers > 0, prefetch_factor=4 if num_workers > 0 else None)
     if not val_roots:
         return loader, None
-    val_ds = FaceImages(list(val_roots), eval_transform(img_size))
+    val_ds = FaceImages(list(val_roots), eval_transform(img_size), crop_margin)
     n = min(len(val_ds), val_max_images)
     step = max(len(val_ds) // n, 1)  # spread the subset over actors, deterministically
     val = torch.stack([x for x, _ in Subset(val_ds, list(range(0, step * n, step)))])  # (n, 3, H, W)

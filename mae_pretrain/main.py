@@ -49,7 +49,7 @@ def main(cfg: MAEPretrainConfig) -> dict:
         model = model.to(memory_format=torch.channels_last)
     size = model.cfg.img_size
     loader, val = build_loaders(cfg.train_roots, cfg.val_roots, size, cfg.scale_min, cfg.batch_size,
-                                cfg.num_workers, cfg.val_max_images, info, cfg.seed)
+                                cfg.num_workers, cfg.val_max_images, info, cfg.seed, cfg.crop_margin)
     eff_batch = cfg.batch_size * cfg.accum_iter * info.world_size
     lr = cfg.lr or cfg.blr * eff_batch / 256
     optimizer = build_optimizer(model, lr, cfg.weight_decay, dev)

@@ -4,6 +4,8 @@
         --out outputs/demo/expression/embeddings_test.npz \
         --labels outputs/demo/world/eval/test_actors.csv --label-argmax     # colour = dominant AU
 
+Images in a folder with a `face_boxes.csv` (`data.face_track`) are cropped to the square face crop
+with the margin the encoder was trained with (`--margin` to override), as every stage frames faces.
 Writes an .npz with `paths`, `emb` (N, 16) and `feat` (N, D). With `--labels CSV` (an `image` or
 `path` column matched to the inputs by path suffix) it also writes `<out>.png`: the embeddings
 projected on their first two principal components, coloured by `--label-column` (e.g. `class`) or,
@@ -19,6 +21,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from data.face_track import read_face_boxes  # noqa: E402
 from data.images import list_images  # noqa: E402
 from data.triplets import ImageListDataset  # noqa: E402
 from expression_finetune import load_encoder  # noqa: E402
@@ -87,10 +90,17 @@ def main() -> None:
     ap.add_argument("--label-column", default="class")
     ap.add_argument("--label-argmax", action="store_true", help="label = name of the largest numeric column")
     ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--margin", type=float, default=None,
+                    help="face-crop margin for folders with a face_boxes.csv (default: the encoder's)")
     a = ap.parse_args()
     paths = [p for i in a.inputs for p in (list_images(i) if Path(i).is_dir() else [Path(i)])]
+    boxes = {k: v for i in a.inputs if Path(i).is_dir() for k, v in read_face_boxes(i).items()}
     enc = load_encoder(a.checkpoint)
-    loader = torch.utils.data.DataLoader(ImageListDataset([(p, None) for p in paths], enc.preprocess), a.batch_size)
+    margin = a.margin if a.margin is not None else enc.crop_margin
+    if boxes:
+        print(f"{sum(p in boxes for p in paths)}/{len(paths)} images have a face box; crop margin {margin}")
+    items = [(p, boxes.get(p)) for p in paths]
+    loader = torch.utils.data.DataLoader(ImageListDataset(items, enc.preprocess, margin), a.batch_size)
     with torch.no_grad():
         feat, emb = (torch.cat(t).numpy() for t in zip(*(enc(x) for x in loader)))
     out = Path(a.out)

@@ -133,8 +133,8 @@ def test_avatar_renderer_responds_to_every_control(name):
 
 def test_identity_split_disjoint(world):
     root, _ = world
-    tr = {p.name for p in (root / "faces/train").iterdir()}
-    te = {p.name for p in (root / "faces/test").iterdir()}
+    tr = {p.name for p in (root / "faces/train").iterdir() if p.is_dir()}
+    te = {p.name for p in (root / "faces/test").iterdir() if p.is_dir()}
     assert tr and te and not tr & te
     for split, own in (("train", tr), ("test", te)):
         for r in _rows(root / f"triplets/{split}.csv"):
@@ -192,3 +192,19 @@ def test_determinism(world, tmp_path):
     h1, h0 = _hashes(tmp_path / "other"), _hashes(root)
     assert h1["triplets/train.csv"] != h0["triplets/train.csv"]
     assert h1["faces/train/actor_0000/000.png"] != h0["faces/train/actor_0000/000.png"]
+
+
+def test_face_boxes_cover_every_face(world):
+    """faces/<split>/face_boxes.csv frames every actor image with the same box as its raw FEC rows."""
+    from data.face_track import read_face_boxes
+    from data.images import list_images
+    from data.triplets import read_triplets
+
+    root, _ = world
+    for split in ("train", "test"):
+        boxes = read_face_boxes(root / "faces" / split)
+        assert set(boxes) == set(list_images(root / "faces" / split))
+    recs = read_triplets(root / "triplets/fec_test.csv", root, url_map=root / "triplets/url_map.csv")
+    boxes = read_face_boxes(root / "faces/test")
+    pairs = [(p, b) for r in recs for p, b in zip(r.paths, r.boxes) if p in boxes]
+    assert pairs and all(np.allclose(boxes[p], b, atol=1e-4) for p, b in pairs)

@@ -201,7 +201,7 @@ def test_tiny_run_trains_resumes_and_loads(tmp_path, monkeypatch):
     renderer.nets = nn.ModuleDict({n: nn.Linear(len(c), 3 * 64 * 64) for n, c in zip(names, controls)})
     renderer.render = lambda rig, name: torch.sigmoid(renderer.nets[name](rig)).view(-1, 3, 64, 64)
     renderer.requires_grad_(False)
-    monkeypatch.setattr(main_mod, "load_frozen", lambda e, r, n, c, d: Frozen(StandInEncoder(), renderer, n, c))
+    monkeypatch.setattr(main_mod, "load_frozen", lambda e, r, n, c, d, *crop: Frozen(StandInEncoder(), renderer, n, c, *crop))
     args = ["configs/demo/emb2rig.yaml", f"output_dir={tmp_path / 'run'}", f"data_root={world}", "epochs=2",
             "steps_per_epoch=3", "batch_size=16", "model.width=32", "loss.weight_gan=0.1", "disc.channels=8"]
     cfg = load_config(Emb2RigConfig, args)
@@ -215,3 +215,21 @@ def test_tiny_run_trains_resumes_and_loads(tmp_path, monkeypatch):
     assert meta["avatars"] == names and model(torch.randn(2, 24), torch.tensor([0, 2])).shape == (2, 26)
     longer = dataclasses.replace(cfg, epochs=3)
     assert main_mod.main(longer)["steps"] == 9  # resumes from epoch 2
+
+
+def test_renders_are_cropped_to_their_face_box_and_gradients_stay_inside():
+    """Frozen.encode crops each render to its avatar's face square (faces, source -1, pass whole);
+    the crop is differentiable and pixels outside the square get no gradient."""
+    torch.manual_seed(0)
+    box = [0.25, 0.25, 0.75, 0.75]  # 8 px face in a 16 px render; margin 0.25 -> 12 px square
+    frozen = Frozen(StandInEncoder(), StandInRenderer(), NAMES, CONTROLS, [box, None, None], margin=0.25)
+    img = torch.rand(3, 3, 16, 16, requires_grad=True)
+    avatar = torch.tensor([0, -1, 1])
+    x = frozen.encoder_input(img, avatar)
+    pre = frozen.encoder.preprocess
+    assert torch.allclose(x[0], pre(img[:1, :, 2:14, 2:14])[0])
+    assert torch.allclose(x[1], pre(img[1:2])[0]) and torch.allclose(x[2], pre(img[2:3])[0])
+    frozen.encode(img, avatar)[1].sum().backward()
+    g = img.grad[0].abs().sum(0)  # (16, 16)
+    assert g[2:14, 2:14].sum() > 0 and g.sum() == g[2:14, 2:14].sum()
+    assert img.grad[1].abs().sum() > 0

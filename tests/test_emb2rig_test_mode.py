@@ -102,7 +102,7 @@ def world(tmp_path_factory):
 
 def run(world, monkeypatch, *overrides):
     root, _, frozen = world
-    monkeypatch.setattr(test_mode, "load_frozen", lambda enc, ren, names, controls, device: frozen)
+    monkeypatch.setattr(test_mode, "load_frozen", lambda enc, ren, names, controls, device, *crop: frozen)
     monkeypatch.setattr(test_mode, "build_detector", lambda name, cfg: DiscDetector())
     args = ["configs/demo/emb2rig.yaml", "mode=test", f"pretrained={root / 'checkpoint-best.pth'}", "device=cpu",
             f"test.input={root / 'clip.mp4'}", "test.batch_size=4", "test.crop.size=32", "test.preview_size=32",

@@ -187,3 +187,43 @@ def test_real_photo_folder_with_a_faceless_and_a_broken_image(tmp_path):
     reasons = {d["item"]: d["reason"] for d in s["skipped"]}
     assert reasons["wall.png"] == "no face found" and "unreadable" in reasons["broken.jpg"]
     assert sorted(p.name for p in out.glob("*.jpg")) == ["face_0.jpg", "face_1.jpg", "face_2.jpg"]
+
+
+def test_crop_face_matches_detector_crop_and_face_boxes_file(tmp_path):
+    """Normalised boxes (FEC rows, face_boxes.csv) frame faces exactly as test mode frames detector boxes."""
+    from PIL import Image
+
+    from data.face_track import crop_face, read_face_boxes
+    from data.triplets import crop_box
+
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 255, (80, 120, 3), dtype=np.uint8)
+    box = (0.25, 0.2, 0.5, 0.7)  # 30 x 40 px
+    want = crop_square(rgb, square_from_box(Box(30, 16, 60, 56), 0.2), None)
+    got = np.asarray(crop_face(Image.fromarray(rgb), box, 0.2))
+    assert got.shape == want.shape == (48, 48, 3) and np.array_equal(got, want)  # sqrt(30*40)*1.4 = 48.5
+    assert np.array_equal(np.asarray(crop_box(Image.fromarray(rgb), box, 0.2)), want)
+    assert crop_box(Image.fromarray(rgb), box).size == (30, 40)  # margin None: the exact box
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "face_boxes.csv").write_text("image,x0,y0,x1,y1\na/1.png,0.1,0.2,0.6,0.9\n")
+    assert read_face_boxes(tmp_path) == {tmp_path / "a/1.png": (0.1, 0.2, 0.6, 0.9)}
+    assert read_face_boxes(tmp_path / "a") == {}  # no file: images are face crops already
+    (tmp_path / "face_boxes.csv").write_text("image,x0,y0,x1,y1\na/1.png,0.6,0.2,0.1,0.9\n")
+    with pytest.raises(ValueError, match=r"face_boxes.csv, line 2: need 0 <= x0 < x1"):
+        read_face_boxes(tmp_path)
+
+
+def test_image_folders_crop_faces_listed_in_face_boxes(tmp_path):
+    """Stage 1 / 3b folders: images with a face_boxes.csv row are face-cropped, others used whole."""
+    from PIL import Image
+
+    from data.images import ImageFolderDataset
+
+    (tmp_path / "a").mkdir()
+    for name in ("1.png", "2.png"):
+        Image.new("RGB", (40, 40), (200, 10, 10)).save(tmp_path / "a" / name)
+    (tmp_path / "face_boxes.csv").write_text("image,x0,y0,x1,y1\na/1.png,0.25,0.25,0.75,0.75\n")
+    ds, whole = ImageFolderDataset(tmp_path, crop_margin=0.0), ImageFolderDataset(tmp_path)
+    assert [ds[i].size for i in range(2)] == [(20, 20), (40, 40)]
+    assert [whole[i].size for i in range(2)] == [(40, 40), (40, 40)]  # no margin: whole images

@@ -9,6 +9,8 @@ import cv2
 import numpy as np
 import yaml
 
+from data.face_track import FACE_BOXES_FILE
+
 from .actors import render_actor, sample_identity, sample_pose
 from .avatar_art import render_avatar
 from .avatars import AVATARS, UNIT, au_to_rig, correspondence_json, sample_rig
@@ -66,8 +68,14 @@ def _avtrip_task(t):
     au = np.round(au, 4)
     rel = f"triplets/avatar_images/{('train', 'test')[split_idx]}/{name}_{i:05d}.png"
     _write_png(Path(root) / rel, render_avatar(name, au_to_rig(name, au), size))
+    x0, y0, x1, y1 = _avatar_face_box(name)
+    return rel, cls, au, [x0, x1, y0, y1]  # FEC order: tl_col, br_col, tl_row, br_row
+
+
+def _avatar_face_box(name: str) -> list[float]:
+    """The avatar's head box (the renders are frontal with a fixed framing): [x0, y0, x1, y1]."""
     h = UNIT * _HEAD[name]
-    return rel, cls, au, np.clip([0.5 - h, 0.5 + h, 0.5 - h, 0.5 + h], 0, 1)
+    return [float(v) for v in np.clip([0.5 - h, 0.5 - h, 0.5 + h, 0.5 + h], 0, 1)]
 
 
 def _csv(path: Path, header, rows):
@@ -121,8 +129,14 @@ def make_world(out_dir, preset: str = "tiny", seed: int = 0, image_size: int = 6
         _csv(root / f"avatars/{nm}/rigs.csv", ["image"] + s["controls"],
              [[f"images/{i:05d}.png"] + _f4(rigs[ai * n + i]) for i in range(n)])
         meta = dict(display_name=s["display_name"], controls=s["controls"], image_size=image_size,
-                    eye_boxes=s["eye_boxes"], mouth_box=s["mouth_box"])
+                    eye_boxes=s["eye_boxes"], mouth_box=s["mouth_box"], face_box=_avatar_face_box(nm))
         (root / f"avatars/{nm}/avatar.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
+
+    # --- face boxes of the actor faces (stage 3b and the embedding plot crop them as stage 2 does)
+    for split in ("train", "test"):
+        _csv(root / f"faces/{split}/{FACE_BOXES_FILE}", ["image", "x0", "y0", "x1", "y1"],
+             [[Path(rel).relative_to(f"faces/{split}").as_posix()] + _f4(np.asarray(faces[k][2])[[0, 2, 1, 3]])
+              for k, (sp, _, rel) in enumerate(face_meta) if sp == split])
 
     # --- eval ground truth (never read by training code)
     au_hdr = ["image", "class"] + AU_NAMES
