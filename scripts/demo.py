@@ -91,7 +91,8 @@ def make_world(world: Path, preset: str, seed: int) -> float:
     info = world / "world.json"
     if info.is_file():
         w = json.loads(info.read_text())
-        if (w.get("preset"), w.get("seed")) == (preset, seed):
+        current = (world / "faces" / "train" / "face_boxes.csv").is_file()  # worlds older than the box files are remade
+        if (w.get("preset"), w.get("seed")) == (preset, seed) and current:
             print(f"[demo] world: {world} already made ({preset}, seed {seed})")
             return 0.0
     return run([PY, "scripts/make_demo_data.py", "--out", str(world), "--preset", preset, "--seed", str(seed)])
