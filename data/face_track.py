@@ -107,20 +107,26 @@ def crop_square(rgb: np.ndarray, sq: Square, size: int | None) -> np.ndarray:
     return cv2.resize(out, (size, size), interpolation=interp)
 
 
+def square_from_norm_box(box, width: int, height: int, margin: float) -> Square:
+    """The face square of a normalised (x0, y0, x1, y1) box in a `width` x `height` image."""
+    return square_from_box(Box(box[0] * width, box[1] * height, box[2] * width, box[3] * height), margin)
+
+
 def crop_face(img: Image.Image, box: tuple[float, float, float, float], margin: float) -> Image.Image:
     """PIL image + normalised (x0, y0, x1, y1) face box -> the square face crop at its native side."""
-    w, h = img.size
-    px = Box(box[0] * w, box[1] * h, box[2] * w, box[3] * h)
-    return Image.fromarray(crop_square(np.asarray(img), square_from_box(px, margin), None))
+    return Image.fromarray(crop_square(np.asarray(img), square_from_norm_box(box, *img.size, margin), None))
 
 
 FACE_BOXES_FILE = "face_boxes.csv"
 
 
-def read_face_boxes(folder: str | Path) -> dict[Path, tuple[float, float, float, float]]:
-    """``<folder>/face_boxes.csv`` (header ``image,x0,y0,x1,y1``; image paths relative to the folder,
-    boxes normalised to [0, 1]) -> {image file: box}; {} when the folder has no such file (its
-    images are then taken as face crops already)."""
+def read_face_boxes(folders: str | Path | list) -> dict[Path, tuple[float, float, float, float]]:
+    """``<folder>/face_boxes.csv`` of one folder or several (header ``image,x0,y0,x1,y1``; image paths
+    relative to the folder, boxes normalised to [0, 1]) -> {image file: box}; a folder without such
+    a file adds nothing (its images are then taken as face crops already)."""
+    if isinstance(folders, (list, tuple)):
+        return {k: v for f in folders for k, v in read_face_boxes(f).items()}
+    folder = folders
     path = Path(folder) / FACE_BOXES_FILE
     if not path.is_file():
         return {}

@@ -46,6 +46,12 @@ def load_rgb(path: str | Path) -> Image.Image:
         raise OSError(f"cannot read image '{path}': {e}") from e
 
 
+def load_face(path: Path, boxes: dict, margin: float | None) -> Image.Image:
+    """`load_rgb(path)`, cropped to the square face crop (`data.face_track`) when `boxes` has the file."""
+    img = load_rgb(path)
+    return crop_face(img, boxes[path], margin) if path in boxes else img
+
+
 def normalize() -> T.Normalize:
     return T.Normalize(FACE_MEAN, FACE_STD)
 
@@ -77,7 +83,7 @@ class ImageFolderDataset(Dataset):
         roots = roots if isinstance(roots, (list, tuple)) else [roots]
         self.files = [p for r in roots for p in list_images(r)]
         self.transform, self.crop_margin = transform, crop_margin
-        self.boxes = {k: v for r in roots for k, v in read_face_boxes(r).items()} if crop_margin is not None else {}
+        self.boxes = read_face_boxes(roots) if crop_margin is not None else {}
         self.skipped: set[str] = set()
         self._lock = threading.Lock()
 
@@ -88,14 +94,12 @@ class ImageFolderDataset(Dataset):
         for k in range(len(self.files)):
             path = self.files[(i + k) % len(self.files)]
             try:
-                img = load_rgb(path)
+                img = load_face(path, self.boxes, self.crop_margin)
             except OSError as e:
                 with self._lock:
                     if str(path) not in self.skipped:
                         self.skipped.add(str(path))
                         print(f"[data] skipping unreadable image ({len(self.skipped)} so far): {e}")
                 continue
-            if path in self.boxes:
-                img = crop_face(img, self.boxes[path], self.crop_margin)
             return self.transform(img) if self.transform else img
         raise RuntimeError(f"no readable image among {len(self.files)} files")

@@ -43,7 +43,8 @@ class Emb2RigConfig:
         avatars: avatar names to train on, in decoder order ([] = every avatar folder, sorted).
         crop_margin: face-crop margin (`data.face_track`) for the actor faces (boxes from each face
             folder's `face_boxes.csv`), the avatar renders (`face_box` in `avatar.yaml`) and test mode's
-            detector boxes alike; use the stage-2 encoder's `crop_margin`. Sets `test.crop.margin`.
+            detector boxes alike; use the stage-2 encoder's `crop_margin`. Test mode frames faces with
+            the margin stored in the `pretrained` checkpoint.
         val_fraction: share of face actors and avatar rows held out for validation.
         val_samples: validate on this many held-out samples, evenly spaced over faces then renders
             (0 = all); the same subset every epoch.
@@ -92,7 +93,6 @@ class Emb2RigConfig:
         if self.test.crop.margin not in (CropConfig.margin, self.crop_margin):
             raise ValueError(f"test.crop.margin={self.test.crop.margin} differs from crop_margin={self.crop_margin}: "
                              "set crop_margin only (it frames faces in training and test mode alike)")
-        self.test.crop.margin = self.crop_margin
         if self.targets_per_sample < 1:
             raise ValueError(f"'targets_per_sample' must be >= 1, got {self.targets_per_sample}")
         if not 0 < self.val_fraction < 1:

@@ -24,8 +24,8 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from data.avatars import Avatar, AvatarRigDataset
-from data.face_track import crop_face, read_face_boxes
-from data.images import list_images, load_rgb
+from data.face_track import read_face_boxes
+from data.images import list_images, load_face
 
 
 def split_faces(roots: list[str | Path], val_fraction: float) -> tuple[list[Path], list[Path]]:
@@ -60,13 +60,11 @@ class MixedSet(Dataset):
         boxes = boxes or {}
         for f in faces:
             try:
-                im = load_rgb(f)
+                im = load_face(f, boxes, margin)
             except OSError as e:
                 self.skipped.append(str(f))
                 print(f"[data] skipping unreadable face ({len(self.skipped)} so far): {e}")
                 continue
-            if f in boxes:
-                im = crop_face(im, boxes[f], margin)
             if im.size != (image_size, image_size):
                 im = im.resize((image_size, image_size), Image.Resampling.BOX)
             imgs.append(np.asarray(im, np.uint8))
@@ -96,7 +94,7 @@ def build_sets(avatars: list[Avatar], faces: list[str | Path], image_size: int,
     f_train, f_val = split_faces(faces, val_fraction)
     if not f_val:
         raise ValueError(f"no validation actors under {[str(f) for f in faces]} (val_fraction={val_fraction})")
-    boxes = {k: v for root in faces for k, v in read_face_boxes(root).items()}
+    boxes = read_face_boxes(faces)
     train = MixedSet(f_train, AvatarRigDataset(avatars, image_size, "train", val_fraction), image_size, boxes, margin)
     val = MixedSet(f_val, AvatarRigDataset(avatars, image_size, "val", val_fraction), image_size, boxes, margin)
     return train, val

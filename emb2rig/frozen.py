@@ -18,15 +18,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from data.face_detect import Box
-from data.face_track import square_from_box
+from data.face_track import square_from_norm_box
 
 
-def crop_corners(box: list[float] | None, size: int, margin: float) -> tuple[int, int, int, int] | None:
-    """Pixel corners (x0, y0, x1, y1) of the square face crop of a normalised box in a `size` image."""
-    if box is None:
-        return None
-    return square_from_box(Box(*(v * size for v in box)), margin).corners()
+def per_group(group: torch.Tensor, fn) -> torch.Tensor:
+    """Run `fn(g, rows)` once per distinct value g of `group` (B,) on the rows holding it; return the
+    results stacked back in batch order (differentiable w.r.t. them)."""
+    rows, outs = [], []
+    for g in group.unique().tolist():
+        sel = (group == g).nonzero().flatten()
+        rows.append(sel)
+        outs.append(fn(g, sel))
+    out = torch.cat(outs)
+    return torch.empty_like(out).index_copy(0, torch.cat(rows), out)
 
 
 def crop_pad(x: torch.Tensor, corners: tuple[int, int, int, int]) -> torch.Tensor:
@@ -67,7 +71,8 @@ class Frozen:
         self.names, self.n_controls = list(names), [len(c) for c in controls]
         self.image_size = int(renderer.image_size)
         boxes = face_boxes or [None] * len(names)
-        self.corners = [crop_corners(b, self.image_size, margin) for b in boxes]
+        S = self.image_size
+        self.corners = [square_from_norm_box(b, S, S, margin).corners() if b is not None else None for b in boxes]
 
     def encoder_input(self, img01: torch.Tensor, avatar: torch.Tensor | None = None) -> torch.Tensor:
         """(B, 3, S, S) images in [0, 1] -> (B, 3, s, s) encoder input. `avatar` (B,) marks avatar
@@ -76,13 +81,12 @@ class Frozen:
         pre = self.encoder.preprocess
         if avatar is None or all(c is None for c in self.corners):
             return pre(img01)
-        parts = []
-        for a in avatar.unique().tolist():
-            sel = (avatar == a).nonzero().flatten()
+
+        def view(a: int, sel: torch.Tensor) -> torch.Tensor:
             c = self.corners[a] if a >= 0 else None
-            parts.append((sel, pre(crop_pad(img01[sel], c) if c is not None else img01[sel])))
-        x = torch.cat([p for _, p in parts])
-        return torch.empty_like(x).index_copy(0, torch.cat([s for s, _ in parts]), x)  # batch order
+            return pre(crop_pad(img01[sel], c) if c is not None else img01[sel])
+
+        return per_group(avatar, view)
 
     def encode(self, img01: torch.Tensor, avatar: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 3, S, S) images in [0, 1] -> encoder (pooled feature (B, D), embedding (B, 16));
@@ -93,15 +97,7 @@ class Frozen:
         """(B, max_n) padded rigs + (B,) avatar indices -> (B, 3, S, S) renders in [0, 1].
 
         Each avatar's renderer sees only its own `n_controls` entries."""
-        order = []
-        for a in avatar.unique().tolist():
-            sel = (avatar == a).nonzero().flatten()
-            img = self.renderer.render(rig[sel, :self.n_controls[a]], self.names[a])  # (b, 3, S, S)
-            order.append((sel, img))
-        imgs = torch.cat([img for _, img in order])
-        idx = torch.cat([sel for sel, _ in order])
-        out = torch.empty_like(imgs)
-        return out.index_copy(0, idx, imgs)  # back to batch order (differentiable w.r.t. imgs)
+        return per_group(avatar, lambda a, sel: self.renderer.render(rig[sel, :self.n_controls[a]], self.names[a]))
 
 
 @torch.no_grad()

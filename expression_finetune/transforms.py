@@ -24,7 +24,8 @@ def train_transform(size: int, crop_scale=(0.08, 1.0), rand_ops: int = 2, rand_m
         reprob: random-erasing probability (erased pixels are random normal noise, as MAE fine-tuning).
         hflip: horizontal-flip probability.
     """
-    ops: list = [T.RandomResizedCrop(size, scale=tuple(crop_scale), ratio=tuple(crop_ratio), interpolation=T.InterpolationMode.BICUBIC)]
+    ops: list = [T.RandomResizedCrop(size, scale=tuple(crop_scale), ratio=tuple(crop_ratio),
+                                     interpolation=T.InterpolationMode.BICUBIC)]
     if hflip > 0:
         ops.append(T.RandomHorizontalFlip(hflip))
     if rand_ops > 0:

@@ -46,7 +46,7 @@ class MAEPretrainConfig:
     val_roots: list[str] = field(default_factory=list)  # held-out faces; empty: no held-out loss
     val_max_images: int = 256  # held-out images used for the per-epoch loss
     scale_min: float = 0.2  # RandomResizedCrop scale range (scale_min, 1)
-    crop_margin: float | None = None  # face crop for folders with a face_boxes.csv (as stages 2 and 3b); null = whole images
+    crop_margin: float | None = None  # face crop where a folder has face_boxes.csv (as stages 2, 3b); null = whole
     grid_images: int = 8  # faces in the per-epoch reconstruction grid (0: none)
     log_every: int = 20  # iterations between progress updates and finite-loss checks
 

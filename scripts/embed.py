@@ -94,7 +94,7 @@ def main() -> None:
                     help="face-crop margin for folders with a face_boxes.csv (default: the encoder's)")
     a = ap.parse_args()
     paths = [p for i in a.inputs for p in (list_images(i) if Path(i).is_dir() else [Path(i)])]
-    boxes = {k: v for i in a.inputs if Path(i).is_dir() for k, v in read_face_boxes(i).items()}
+    boxes = read_face_boxes([i for i in a.inputs if Path(i).is_dir()])
     enc = load_encoder(a.checkpoint)
     margin = a.margin if a.margin is not None else enc.crop_margin
     if boxes:

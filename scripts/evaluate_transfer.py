@@ -34,8 +34,8 @@ from common.config import load_config  # noqa: E402
 from common.metrics import read_metrics  # noqa: E402
 from common.run import write_json  # noqa: E402
 from data.avatars import is_held_out, load_avatars  # noqa: E402
-from data.face_track import crop_face, read_face_boxes  # noqa: E402
-from data.images import load_rgb  # noqa: E402
+from data.face_track import read_face_boxes  # noqa: E402
+from data.images import load_face  # noqa: E402
 from emb2rig.config import Emb2RigConfig  # noqa: E402
 from emb2rig.frozen import load_frozen  # noqa: E402
 from emb2rig.main import main as train  # noqa: E402
@@ -80,12 +80,6 @@ def _train_minutes(records: list[dict], fallback_s: float) -> float:
             total += last
         last = r["time_s"]
     return round((total + last if records else fallback_s) / 60, 2)
-
-
-def face_crop(path: Path, boxes: dict, margin: float):
-    """The image at `path`, cropped to its face box (when `boxes` has one) as stage 3b frames faces."""
-    img = load_rgb(path)
-    return crop_face(img, boxes[path], margin) if path in boxes else img
 
 
 def read_eval(world: Path, names: list[str]) -> tuple[list[str], dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -152,9 +146,8 @@ def main() -> None:
     frozen = load_frozen(cfg.encoder, cfg.renderer, names, [a.controls for a in avatars], torch.device("cpu"),
                          [a.face_box for a in avatars], cfg.crop_margin)
     size, boxes = frozen.image_size, read_face_boxes(world / "faces" / "test")  # framed as in training
-    x = torch.stack([torch.from_numpy(np.asarray(face_crop(world / i, boxes, cfg.crop_margin).resize((size, size), Resampling.BOX),
-                                                 np.float32) / 255).permute(2, 0, 1)
-                     for i in images])  # (N, 3, S, S) in [0, 1]
+    faces = [load_face(world / i, boxes, cfg.crop_margin).resize((size, size), Resampling.BOX) for i in images]
+    x = torch.from_numpy(np.stack(faces)).permute(0, 3, 1, 2).float() / 255  # (N, 3, S, S) in [0, 1]
     with torch.no_grad():
         feats = torch.cat([frozen.encode(b)[0].float() for b in x.split(256)])  # (N, D)
 

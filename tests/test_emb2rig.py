@@ -201,7 +201,8 @@ def test_tiny_run_trains_resumes_and_loads(tmp_path, monkeypatch):
     renderer.nets = nn.ModuleDict({n: nn.Linear(len(c), 3 * 64 * 64) for n, c in zip(names, controls)})
     renderer.render = lambda rig, name: torch.sigmoid(renderer.nets[name](rig)).view(-1, 3, 64, 64)
     renderer.requires_grad_(False)
-    monkeypatch.setattr(main_mod, "load_frozen", lambda e, r, n, c, d, *crop: Frozen(StandInEncoder(), renderer, n, c, *crop))
+    monkeypatch.setattr(main_mod, "load_frozen",
+                        lambda e, r, n, c, d, *crop: Frozen(StandInEncoder(), renderer, n, c, *crop))
     args = ["configs/demo/emb2rig.yaml", f"output_dir={tmp_path / 'run'}", f"data_root={world}", "epochs=2",
             "steps_per_epoch=3", "batch_size=16", "model.width=32", "loss.weight_gan=0.1", "disc.channels=8"]
     cfg = load_config(Emb2RigConfig, args)
