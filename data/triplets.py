@@ -190,15 +190,19 @@ class TripletDataset(Dataset):
         transform: PIL image -> (C, H, W) tensor (training augmentation or `eval_transform`).
         cache: keep decoded, cropped PIL images in memory (small datasets such as the demo world).
         margin: face-box crop, see `crop_box` (None = the exact box).
+        deterministic: `transform` has no randomness (no augmentation), so with `cache` its output
+            tensors are kept instead of the PIL images and each image is transformed once.
     Returns per item: images (3, C, H, W) in (anchor, positive, negative) order, type index (int).
     """
 
     def __init__(self, records: list[TripletRecord], transform: Callable, cache: bool = False,
-                 margin: float | None = None):
+                 margin: float | None = None, deterministic: bool = False):
         if not records:
             raise ValueError("no triplets to train on (every row was skipped; see the [triplets] lines above)")
         self.records, self.transform, self.cache, self.margin = records, transform, cache, margin
+        self.deterministic = deterministic
         self._images: dict = {}
+        self._tensors: dict = {}
 
     def __len__(self) -> int:
         return len(self.records)
@@ -212,10 +216,18 @@ class TripletDataset(Dataset):
                 self._images[key] = img
         return img
 
+    def tensor(self, path: Path, box: Box | None) -> torch.Tensor:
+        if not (self.cache and self.deterministic):
+            return self.transform(self.image(path, box))
+        key = (path, box)
+        x = self._tensors.get(key)
+        if x is None:
+            x = self._tensors[key] = self.transform(crop_box(load_rgb(path), box, self.margin))
+        return x
+
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         r = self.records[i]
-        imgs = [self.transform(self.image(p, b)) for p, b in zip(r.paths, r.boxes)]
-        return torch.stack(imgs), TYPE_INDEX[r.type]  # (3, C, H, W)
+        return torch.stack([self.tensor(p, b) for p, b in zip(r.paths, r.boxes)]), TYPE_INDEX[r.type]  # (3, C, H, W)
 
 
 class ImageListDataset(Dataset):

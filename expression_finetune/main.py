@@ -60,8 +60,12 @@ def build_data(cfg: ExpressionConfig, info: DistInfo, size: int):
     url_map = root / cfg.url_map if cfg.url_map else None
     train = read_triplets(root / cfg.train_csv, root, cfg.format, url_map)
     val = read_triplets(root / cfg.val_csv, root, cfg.format, url_map)
-    tf = train_transform(size, cfg.crop_scale, cfg.rand_ops, cfg.rand_magnitude, cfg.reprob, cfg.hflip, cfg.crop_ratio)
-    ds = TripletDataset(train, tf, cache=cfg.cache_images, margin=cfg.crop_margin)
+    no_aug = (list(cfg.crop_scale) == [1, 1] and list(cfg.crop_ratio) == [1, 1] and cfg.rand_ops == 0
+              and cfg.reprob == 0 and cfg.hflip == 0)
+    # Without augmentation the face crops (square) go through the eval resize, transformed once if cached.
+    tf = eval_transform(size) if no_aug else train_transform(size, cfg.crop_scale, cfg.rand_ops, cfg.rand_magnitude,
+                                                             cfg.reprob, cfg.hflip, cfg.crop_ratio)
+    ds = TripletDataset(train, tf, cache=cfg.cache_images, margin=cfg.crop_margin, deterministic=no_aug)
     sampler = make_sampler(ds, info, shuffle=True, seed=cfg.seed, drop_last=True)
     loader = DataLoader(ds, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
                         pin_memory=info.device.type == "cuda", drop_last=True, worker_init_fn=seed_worker,

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from common.checkpoint import clean_state_dict, load_checkpoint
-from mae_pretrain.models_mae import MAE_PRESETS, Block, MAEConfig, PatchEmbed
+from mae_pretrain.models_mae import MAE_PRESETS, Block, MAEConfig, make_patch_embed
 from mae_pretrain.pos_embed import get_2d_sincos_pos_embed, interpolate_pos_embed
 
 NEW_KEYS = ("fc_norm.", "head.")  # trained from scratch in stage 2
@@ -39,7 +39,7 @@ class ExpressionViT(nn.Module):
         super().__init__()
         self.cfg, D = cfg, cfg.embed_dim
         self.feature_dim, self.emb_dim, self.image_size = D, emb_dim, cfg.img_size
-        self.patch_embed = PatchEmbed(cfg.img_size, cfg.patch_size, cfg.in_chans, D)
+        self.patch_embed = make_patch_embed(cfg)
         L = self.patch_embed.num_patches
         self.cls_token = nn.Parameter(torch.zeros(1, 1, D))
         self.pos_embed = nn.Parameter(torch.zeros(1, L + 1, D))  # sin-cos init; trainable as in MAE fine-tuning

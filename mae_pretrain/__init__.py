@@ -10,6 +10,7 @@ from .models_mae import (
     mae_vit_huge_patch14,
     mae_vit_large_patch16,
     mae_vit_small_patch8_64,
+    mae_vit_tiny_conv16_64,
     mae_vit_tiny_patch8_64,
     mae_vit_tiny_patch16_64,
 )
@@ -29,4 +30,5 @@ __all__ = [
     "mae_vit_small_patch8_64",
     "mae_vit_tiny_patch8_64",
     "mae_vit_tiny_patch16_64",
+    "mae_vit_tiny_conv16_64",
 ]

@@ -22,6 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from data.demo_world.world import WORLD_VERSION  # noqa: E402
+
 PY = sys.executable
 REAL_VIDEO = "WolfgangLanger_Pexels.mp4"
 
@@ -91,8 +94,7 @@ def make_world(world: Path, preset: str, seed: int) -> float:
     info = world / "world.json"
     if info.is_file():
         w = json.loads(info.read_text())
-        current = (world / "faces" / "train" / "face_boxes.csv").is_file()  # worlds older than the box files are remade
-        if (w.get("preset"), w.get("seed")) == (preset, seed) and current:
+        if (w.get("preset"), w.get("seed"), w.get("version")) == (preset, seed, WORLD_VERSION):
             print(f"[demo] world: {world} already made ({preset}, seed {seed})")
             return 0.0
     return run([PY, "scripts/make_demo_data.py", "--out", str(world), "--preset", preset, "--seed", str(seed)])

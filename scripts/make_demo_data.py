@@ -12,11 +12,12 @@ if __name__ == "__main__":
     ap.add_argument("--out", required=True, help="output folder (the world root)")
     ap.add_argument("--preset", default="tiny", choices=["tiny", "small"])
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--size", type=int, default=64, help="image side in pixels")
+    ap.add_argument("--size", type=int, default=64, help="avatar render side in pixels")
+    ap.add_argument("--face-size", type=int, default=None, help="actor photo side in pixels (default: the preset's)")
     ap.add_argument("--workers", type=int, default=None, help="render processes (default 2)")
     a = ap.parse_args()
     t0 = time.time()
-    s = make_world(a.out, a.preset, a.seed, a.size, a.workers)
+    s = make_world(a.out, a.preset, a.seed, a.size, a.workers, a.face_size)
     c = s["counts"]
     print(f"wrote {a.out}: {c['faces_train']}+{c['faces_test']} faces, triplets "
           f"{c['triplets']['train']['total']}/{c['triplets']['test']['total']}, "

@@ -107,6 +107,19 @@ def test_official_layout_checkpoint_initialises_every_encoder_key(tmp_path, layo
             assert torch.equal(own[k], v), k
 
 
+def test_conv_stem_stage1_checkpoint_initialises_stem_and_its_batchnorm_statistics(tmp_path):
+    torch.manual_seed(0)
+    mae = build_mae("mae_vit_tiny_conv16_64").train()
+    mae(torch.randn(4, 3, 64, 64))  # moves the BatchNorm running statistics off their init
+    torch.save({"model": mae.state_dict()}, tmp_path / "mae.pth")
+    model = build_expression_vit("mae_vit_tiny_conv16_64")
+    report = load_pretrained(model, tmp_path / "mae.pth")
+    assert report["missing_encoder"] == [] and report["unexpected"] == []
+    stats = mae.patch_embed.stem[1].running_var
+    assert not torch.equal(stats, torch.ones_like(stats))
+    assert torch.equal(model.patch_embed.stem[1].running_var, stats)
+
+
 def test_vit_base_encoder_keys_are_the_official_ones():
     own = set(build_expression_vit("mae_vit_base_patch16").state_dict())
     official = set(build_mae("mae_vit_base_patch16").state_dict())

@@ -237,6 +237,32 @@ def test_bf16_autocast_channels_last_and_backward(tiny, imgs):
 
 
 # ---------------------------------------------------------------- position embeddings
+def test_conv_stem_tokens_and_mae_hides_masked_pixels_from_visible_tokens(imgs):
+    torch.manual_seed(0)
+    mae = build_mae("mae_vit_tiny_conv16_64").eval()
+    assert mae.patch_embed(imgs).shape == (2, 16, 192)  # the linear stem's token grid
+    noise = torch.rand(2, 16, generator=torch.Generator().manual_seed(2))
+    latent, mask, _ = mae.forward_encoder(imgs, 0.75, noise)
+    assert mask.sum(1).tolist() == [12, 12]
+    # any change to the masked patches' pixels leaves every visible token unchanged
+    pixel_mask = mask.view(2, 1, 4, 1, 4, 1).expand(-1, 3, -1, 16, -1, 16).reshape(2, 3, 64, 64)
+    other = torch.where(pixel_mask > 0, torch.randn_like(imgs) * 3, imgs)
+    torch.testing.assert_close(mae.forward_encoder(other, 0.75, noise)[0], latent)
+    # ... while a visible patch's pixels do reach its neighbours (the stem sees across borders)
+    i = int(torch.nonzero(mask[0] == 0)[0])
+    r, c = divmod(i, 4)
+    bumped = imgs.clone()
+    bumped[:, :, 16 * r:16 * r + 16, 16 * c:16 * c + 16] += 1.0
+    changed = (mae.patch_embed(bumped) - mae.patch_embed(imgs)).abs().amax(dim=(0, 2)) > 1e-6
+    neighbours = [j for j in range(16) if max(abs(j // 4 - r), abs(j % 4 - c)) == 1]
+    assert changed[i] and changed[neighbours].all()
+    mae.train()  # training mode (batch statistics), bf16: gradients reach the first conv of the stem
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, _, _ = mae(imgs, mask_ratio=0.75, noise=noise)
+    loss.backward()
+    assert mae.patch_embed.stem[0].weight.grad.abs().sum() > 0
+
+
 def test_sincos_pos_embed_formula():
     G, D = 3, 8
     table = get_2d_sincos_pos_embed(D, G, cls_token=True)

@@ -104,6 +104,15 @@ def test_dataset_items_and_unique_images(fec_dir):
     single = ImageListDataset(items, eval_transform(16))
     for k in range(3):
         assert torch.equal(single[int(index[1, k])], imgs[k])
+    # without augmentation each image is transformed once: the cached tensors are the same objects
+    calls = []
+    counted = lambda img: calls.append(1) or eval_transform(16)(img)
+    once = TripletDataset(recs, counted, cache=True, deterministic=True)
+    first, _ = once[1]
+    again, _ = once[1]
+    assert len(calls) == 3 and torch.equal(first, imgs) and torch.equal(again, imgs)
+    TripletDataset(recs, counted, cache=True)[1]  # an augmenting transform runs on every access
+    assert len(calls) == 6
 
 
 def test_raw_fec_of_demo_world_matches_its_simple_csv(tmp_path, capsys):

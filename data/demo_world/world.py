@@ -19,13 +19,14 @@ from .expressions import AU_NAMES, EXPRESSION_CLASSES, sample_expression
 from .triplets import URL_FMT, inject_errors, raw_rows, sample_triplets
 
 PRESETS = {
-    "tiny": dict(train_actors=16, test_actors=4, faces_per_train=16, faces_per_test=16,
+    "tiny": dict(train_actors=16, test_actors=4, faces_per_train=16, faces_per_test=16, face_size=64,
                  triplets_train=300, triplets_test=150, avatar_pairs=200,
                  avatar_trip_train=60, avatar_trip_test=30, eval_train_actors=4),
-    "small": dict(train_actors=200, test_actors=40, faces_per_train=88, faces_per_test=64,
-                  triplets_train=20000, triplets_test=2400, avatar_pairs=4000,
+    "small": dict(train_actors=200, test_actors=40, faces_per_train=88, faces_per_test=64, face_size=128,
+                  triplets_train=60000, triplets_test=2400, avatar_pairs=4000,
                   avatar_trip_train=1500, avatar_trip_test=300, eval_train_actors=20),
 }
+WORLD_VERSION = 2  # bumped when the same preset and seed give different files (2: 128 px faces, 60k triplets)
 K_IDENTITY, K_FACE, K_AVATAR, K_AVTRIP, K_TRIPLET, K_RAW = 1, 2, 3, 4, 5, 6
 AVATAR_NAMES = list(AVATARS)
 _HEAD = {"robot": 0.92, "cat": 0.95, "alien": 0.95}  # head half-extent, model units
@@ -91,15 +92,19 @@ def _f4(v):
     return [f"{float(x):.4f}" for x in v]
 
 
-def make_world(out_dir, preset: str = "tiny", seed: int = 0, image_size: int = 64, workers: int | None = None) -> dict:
+def make_world(out_dir, preset: str = "tiny", seed: int = 0, image_size: int = 64, workers: int | None = None,
+               face_size: int | None = None) -> dict:
     """Generate the demo world into out_dir and return its summary (also written to world.json).
 
-    Args: out_dir target folder, preset 'tiny' | 'small', seed, image_size (square side, px),
-    workers processes for rendering (default min(2, cpu_count)).
+    Args: out_dir target folder, preset 'tiny' | 'small', seed, image_size (square side of the avatar
+    renders, px), workers processes for rendering (default min(2, cpu_count)), face_size (side of the
+    actor photos; default the preset's: 'small' draws them at 128 px so that a 64 px face crop is
+    sharp, as a crop of a real photo is).
     """
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
     P, root = PRESETS[preset], Path(out_dir)
+    face_size = face_size or P["face_size"]
     root.mkdir(parents=True, exist_ok=True)
     workers = workers or min(2, os.cpu_count() or 1)
     ntr, nte = P["train_actors"], P["test_actors"]
@@ -109,7 +114,7 @@ def make_world(out_dir, preset: str = "tiny", seed: int = 0, image_size: int = 6
         for a in actors:
             for n in range(per):
                 rel = f"faces/{split}/actor_{a:04d}/{n:03d}.png"
-                face_tasks.append((str(root), rel, seed, a, fid, image_size))
+                face_tasks.append((str(root), rel, seed, a, fid, face_size))
                 face_meta.append((split, a, rel))
                 fid += 1
     av_tasks = [(str(root), f"avatars/{nm}/images/{i:05d}.png", seed, ai, i, image_size)
@@ -188,7 +193,7 @@ def make_world(out_dir, preset: str = "tiny", seed: int = 0, image_size: int = 6
 
     make_contact_sheet(root / "contact_sheet.png", seed, image_size)
     summary = dict(
-        preset=preset, seed=seed, image_size=image_size, au_names=AU_NAMES,
+        version=WORLD_VERSION, preset=preset, seed=seed, image_size=image_size, face_size=face_size, au_names=AU_NAMES,
         expression_classes=EXPRESSION_CLASSES,
         avatars=[dict(name=nm, display_name=AVATARS[nm]["display_name"], n_controls=len(AVATARS[nm]["controls"]),
                       controls=AVATARS[nm]["controls"], unmapped_controls=AVATARS[nm]["unmapped"]) for nm in AVATAR_NAMES],
