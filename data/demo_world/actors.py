@@ -115,7 +115,8 @@ def render_actor(idn: dict, au, pose: dict | None = None, size: int = 64):
     shade = lerp(skin, (60, 30, 20), 0.35)
     yaw = 0.1 * p["yaw"]
     if idn["hair_style"] == 2:  # long hair behind the head
-        fill(img, xf, np.concatenate([ellipse(0, 0.05, fw * 1.22, 1.2, 180, 360), [(fw * 1.3, 1.35), (-fw * 1.3, 1.35)]]), hair)
+        back = np.concatenate([ellipse(0, 0.05, fw * 1.22, 1.2, 180, 360), [(fw * 1.3, 1.35), (-fw * 1.3, 1.35)]])
+        fill(img, xf, back, hair)
     fill(img, xf, ellipse(0, 2.0, 1.9, 0.75, 180, 360), idn["shirt"])
     fill(img, xf, [(-0.33 * fw, 0.6), (0.33 * fw, 0.6), (0.38 * fw, 1.35), (-0.38 * fw, 1.35)], shade)
     for s in (-1, 1):
@@ -131,7 +132,8 @@ def render_actor(idn: dict, au, pose: dict | None = None, size: int = 64):
         line(img, xf, through((-0.3 + yaw, y), (yaw, y - 0.04), (0.3 + yaw, y)), lerp(skin, shade, raise_), 0.03)
     if idn["beard"]:
         bx = np.concatenate([superellipse(0, 0, fw, 1.0, idn["face_p"], ry_low=jaw)[7:30]])
-        fill(img, xf, np.concatenate([bx[bx[:, 1] > 0.25], [(-fw * 0.9, 0.25), (fw * 0.9, 0.25)]]), lerp(skin, hair, 0.75))
+        fill(img, xf, np.concatenate([bx[bx[:, 1] > 0.25], [(-fw * 0.9, 0.25), (fw * 0.9, 0.25)]]),
+             lerp(skin, hair, 0.75))
     st = idn["hair_style"]
     if st in (1, 2, 3, 5):
         fill(img, xf, _hair_cap(idn, fw, st == 3), hair)
@@ -149,15 +151,18 @@ def render_actor(idn: dict, au, pose: dict | None = None, size: int = 64):
         line(img, xf, [(yaw * 1.3 - 0.09, y), (yaw * 1.3 + 0.09, y)], lerp(skin, shade, nw), 0.03)
     for s, key in ((1, "smile_l"), (-1, "smile_r")):
         v = a[key]
-        line(img, xf, through((s * 0.2 + yaw, 0.22), (s * (0.42 + 0.05 * v) + yaw, 0.42), (s * 0.38 + yaw, 0.66 - 0.1 * v)),
+        line(img, xf,
+             through((s * 0.2 + yaw, 0.22), (s * (0.42 + 0.05 * v) + yaw, 0.42), (s * 0.38 + yaw, 0.66 - 0.1 * v)),
              lerp(skin, shade, min(1, 1.2 * v)), 0.035)
     for s in (-1, 1):
         sz = 1 + 0.08 * s * p["yaw"]
         _eye(img, xf, idn, a, s, s * ex + yaw, ey, sz)
     if idn["glasses"]:
         for s in (-1, 1):
-            line(img, xf, ellipse(s * ex + yaw, ey, idn["eye_rx"] * 1.5, idn["eye_rx"] * 1.2), idn["accent"], 0.035, True)
-        line(img, xf, [(-ex + yaw + idn["eye_rx"] * 1.5, ey), (ex + yaw - idn["eye_rx"] * 1.5, ey)], idn["accent"], 0.035)
+            line(img, xf, ellipse(s * ex + yaw, ey, idn["eye_rx"] * 1.5, idn["eye_rx"] * 1.2), idn["accent"], 0.035,
+                 True)
+        line(img, xf, [(-ex + yaw + idn["eye_rx"] * 1.5, ey), (ex + yaw - idn["eye_rx"] * 1.5, ey)], idn["accent"],
+             0.035)
     bc = lerp(hair, (20, 15, 10), 0.5)
     for s, key in ((1, "brow_raise_l"), (-1, "brow_raise_r")):
         r, lo = a[key], a["brow_lower"]

@@ -71,7 +71,8 @@ def _cat(img, xf, r):
     ns = r["nose_scrunch"]
     for k in range(2):
         line(img, xf, [(-0.1, 0.05 - 0.06 * k), (0.1, 0.05 - 0.06 * k)], lerp(fur, dark, ns), 0.03)
-    fill(img, xf, [(-0.09 - 0.04 * ns, 0.18 - 0.05 * ns), (0.09 + 0.04 * ns, 0.18 - 0.05 * ns), (0, 0.28 - 0.05 * ns)], pink)
+    fill(img, xf, [(-0.09 - 0.04 * ns, 0.18 - 0.05 * ns), (0.09 + 0.04 * ns, 0.18 - 0.05 * ns), (0, 0.28 - 0.05 * ns)],
+         pink)
     wr = (r["whisker_raise"] - 0.5) * 0.5
     for s in (-1, 1):
         for k in (-1, 0, 1):
@@ -83,7 +84,8 @@ def _cat(img, xf, r):
     if op > 0.02:
         fill(img, xf, np.concatenate([through(cr, (0, 0.36), cl), through(cl, (0, 0.4 + op), cr)]), (120, 30, 40))
     if r["tongue_out"] > 0.05:
-        fill(img, xf, ellipse(0, 0.43 + op + 0.1 * r["tongue_out"], 0.1, 0.06 + 0.14 * r["tongue_out"]), (250, 100, 120))
+        fill(img, xf, ellipse(0, 0.43 + op + 0.1 * r["tongue_out"], 0.1, 0.06 + 0.14 * r["tongue_out"]),
+             (250, 100, 120))
     line(img, xf, [(0, 0.27), (0, 0.36)], dark, 0.035)
     for s, c in ((1, cl), (-1, cr)):
         line(img, xf, through((0, 0.36), (s * hw * 0.5, 0.44 + 0.04), c), dark, 0.035)
@@ -120,7 +122,8 @@ def _alien(img, xf, r):
         line(img, xf, [(s * 0.18, y + 0.16 * inn), (s * 0.58, y - 0.04 * inn)], dark, 0.055)
     for s in (-1, 1):
         fill(img, xf, ellipse(s * 0.62, 0.28, 0.16, 0.1), lerp(skin, (255, 110, 150), r["cheek_blush"]))
-        fill(img, xf, ellipse(s * 0.06 * (1 + 0.4 * r["nose_wrinkle"]), 0.12 - 0.04 * r["nose_wrinkle"], 0.025, 0.02), dark)
+        fill(img, xf, ellipse(s * 0.06 * (1 + 0.4 * r["nose_wrinkle"]), 0.12 - 0.04 * r["nose_wrinkle"], 0.025, 0.02),
+             dark)
     for k in range(3):
         line(img, xf, [(-0.08, 0.0 - 0.05 * k), (0.08, 0.0 - 0.05 * k)], lerp(skin, dark, r["nose_wrinkle"]), 0.025)
     hw = 0.32 * (1 + 0.5 * r["lip_stretch"] - 0.55 * r["lip_pucker"])
@@ -132,7 +135,8 @@ def _alien(img, xf, r):
     lo = through(cl, (0, my + 0.02 + op), cr)
     fill(img, xf, np.concatenate([up, lo]), (60, 10, 30))
     if r["tongue_out"] > 0.05:
-        fill(img, xf, ellipse(0, my + op * 0.6 + 0.12 * r["tongue_out"], 0.09, 0.05 + 0.13 * r["tongue_out"]), (240, 90, 120))
+        fill(img, xf, ellipse(0, my + op * 0.6 + 0.12 * r["tongue_out"], 0.09, 0.05 + 0.13 * r["tongue_out"]),
+             (240, 90, 120))
     line(img, xf, np.concatenate([up, lo]), dark, 0.03 + 0.05 * r["lip_pucker"], closed=True)
 
 

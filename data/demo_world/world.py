@@ -110,7 +110,8 @@ def make_world(out_dir, preset: str = "tiny", seed: int = 0, image_size: int = 6
     ntr, nte = P["train_actors"], P["test_actors"]
     face_tasks, face_meta = [], []  # meta: (split, actor_idx, rel)
     fid = 0
-    for split, actors, per in (("train", range(ntr), P["faces_per_train"]), ("test", range(ntr, ntr + nte), P["faces_per_test"])):
+    splits = (("train", range(ntr), P["faces_per_train"]), ("test", range(ntr, ntr + nte), P["faces_per_test"]))
+    for split, actors, per in splits:
         for a in actors:
             for n in range(per):
                 rel = f"faces/{split}/actor_{a:04d}/{n:03d}.png"
@@ -173,7 +174,8 @@ def make_world(out_dir, preset: str = "tiny", seed: int = 0, image_size: int = 6
         used = sorted({i for t in trips for i in t[:3]}, key=lambda i: paths[i])
         for i in used:
             url_map.setdefault(paths[i], URL_FMT.format(f"{len(url_map):06d}"))
-            trip_img_rows[paths[i]] = [paths[i], EXPRESSION_CLASSES[cls[i]], "avatar" if is_av[i] else "actor"] + _f4(au[i])
+            source = "avatar" if is_av[i] else "actor"
+            trip_img_rows[paths[i]] = [paths[i], EXPRESSION_CLASSES[cls[i]], source] + _f4(au[i])
         rows, ann_stats[split] = raw_rows(np.random.default_rng([seed, K_RAW, si]), trips, paths, bbox, url_map)
         if split == "train":
             miss_url = URL_FMT.format("missing_000000")
@@ -196,7 +198,8 @@ def make_world(out_dir, preset: str = "tiny", seed: int = 0, image_size: int = 6
         version=WORLD_VERSION, preset=preset, seed=seed, image_size=image_size, face_size=face_size, au_names=AU_NAMES,
         expression_classes=EXPRESSION_CLASSES,
         avatars=[dict(name=nm, display_name=AVATARS[nm]["display_name"], n_controls=len(AVATARS[nm]["controls"]),
-                      controls=AVATARS[nm]["controls"], unmapped_controls=AVATARS[nm]["unmapped"]) for nm in AVATAR_NAMES],
+                      controls=AVATARS[nm]["controls"], unmapped_controls=AVATARS[nm]["unmapped"])
+                 for nm in AVATAR_NAMES],
         counts=dict(actors_train=ntr, actors_test=nte, faces_train=ntr * P["faces_per_train"],
                     faces_test=nte * P["faces_per_test"], avatar_pairs={nm: P["avatar_pairs"] for nm in AVATAR_NAMES},
                     triplet_avatar_images={"train": P["avatar_trip_train"], "test": P["avatar_trip_test"]},
@@ -204,7 +207,8 @@ def make_world(out_dir, preset: str = "tiny", seed: int = 0, image_size: int = 6
         fec_raw_annotations=dict(annotators_per_row=6, **{f"{k}_rows": v for k, v in ann_stats.items()}),
         fec_raw_injected_errors=raw_report,
         paths=dict(faces_train="faces/train", faces_test="faces/test", triplets_train="triplets/train.csv",
-                   triplets_test="triplets/test.csv", fec_train="triplets/fec_train.csv", fec_test="triplets/fec_test.csv",
+                   triplets_test="triplets/test.csv", fec_train="triplets/fec_train.csv",
+                   fec_test="triplets/fec_test.csv",
                    url_map="triplets/url_map.csv", triplet_avatar_images="triplets/avatar_images",
                    avatars_root="avatars", eval_test_actors="eval/test_actors.csv", eval_gt_rigs="eval/gt_rigs",
                    eval_train_actors="eval/train_actors.csv", eval_gt_rigs_train="eval/gt_rigs_train",
