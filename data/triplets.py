@@ -212,7 +212,7 @@ class TripletDataset(Dataset):
         img = self._images.get(key)
         if img is None:
             img = crop_box(load_rgb(path), box, self.margin)
-            if self.cache:
+            if self.cache and not self.deterministic:  # a deterministic cache keeps the tensor instead
                 self._images[key] = img
         return img
 
@@ -222,7 +222,7 @@ class TripletDataset(Dataset):
         key = (path, box)
         x = self._tensors.get(key)
         if x is None:
-            x = self._tensors[key] = self.transform(crop_box(load_rgb(path), box, self.margin))
+            x = self._tensors[key] = self.transform(self.image(path, box))
         return x
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:

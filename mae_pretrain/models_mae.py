@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .patch_embed import ConvPatchEmbed, PatchEmbed
 from .pos_embed import get_2d_sincos_pos_embed
 
 __all__ = ["MAEConfig", "MaskedAutoencoderViT", "MAE_PRESETS", "build_mae", "mae_vit_base_patch16",
@@ -57,61 +58,6 @@ MAE_PRESETS: dict[str, MAEConfig] = {
                                         decoder_embed_dim=128, decoder_depth=2, decoder_num_heads=4,
                                         patch_stem="conv"),
 }
-
-
-class PatchEmbed(nn.Module):
-    """Image -> non-overlapping patch tokens by a strided convolution (name ``proj`` as timm)."""
-
-    def __init__(self, img_size: int, patch_size: int, in_chans: int, embed_dim: int):
-        super().__init__()
-        if img_size % patch_size:
-            raise ValueError(f"img_size {img_size} is not a multiple of patch_size {patch_size}")
-        self.img_size, self.patch_size = (img_size, img_size), (patch_size, patch_size)
-        self.grid_size = (img_size // patch_size, img_size // patch_size)
-        self.num_patches = self.grid_size[0] * self.grid_size[1]
-        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if tuple(x.shape[-2:]) != self.img_size:
-            raise ValueError(f"expected {self.img_size} images, got {tuple(x.shape[-2:])}")
-        x = self.proj(x)  # (N, C, H, W) -> (N, D, H/p, W/p)
-        return x.flatten(2).transpose(1, 2)  # -> (N, L, D)
-
-
-class ConvPatchEmbed(nn.Module):
-    """Image -> patch tokens by a small CNN over the whole image (a convolutional stem).
-
-    (3x3 stride-2 conv, BN, ReLU, 3x3 conv, BN, ReLU) per halving, channels `width`, 2 `width`, ...,
-    until the stride is `patch_size / 2`; then `proj`, a 2x2 stride-2 conv, gives one `embed_dim`
-    token per `patch_size` cell, in the same grid and order as `PatchEmbed`. Unlike the linear
-    projection, a token also sees a few pixels of its neighbouring patches; MAE therefore zeroes the
-    masked patches before the stem (`MaskedAutoencoderViT.forward_encoder`). Same interface as
-    `PatchEmbed`.
-    """
-
-    def __init__(self, img_size: int, patch_size: int, in_chans: int, embed_dim: int, width: int = 32):
-        super().__init__()
-        if img_size % patch_size:
-            raise ValueError(f"img_size {img_size} is not a multiple of patch_size {patch_size}")
-        if patch_size < 4 or patch_size & (patch_size - 1):
-            raise ValueError(f"a conv stem needs a power-of-two patch_size >= 4, got {patch_size}")
-        self.img_size, self.patch_size = (img_size, img_size), (patch_size, patch_size)
-        self.grid_size = (img_size // patch_size, img_size // patch_size)
-        self.num_patches = self.grid_size[0] * self.grid_size[1]
-        layers, c, stride = [], in_chans, 1
-        while stride < patch_size // 2:
-            for s in (2, 1):
-                layers += [nn.Conv2d(c, width, 3, s, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
-                c = width
-            stride, width = stride * 2, width * 2
-        self.stem = nn.Sequential(*layers).to(memory_format=torch.channels_last)  # the fast oneDNN / cuDNN layout
-        self.proj = nn.Conv2d(c, embed_dim, kernel_size=2, stride=2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if tuple(x.shape[-2:]) != self.img_size:
-            raise ValueError(f"expected {self.img_size} images, got {tuple(x.shape[-2:])}")
-        x = self.proj(self.stem(x.contiguous(memory_format=torch.channels_last)))  # (N, D, h, w)
-        return x.flatten(2).transpose(1, 2)  # -> (N, L, D)
 
 
 def make_patch_embed(cfg: MAEConfig) -> nn.Module:
@@ -297,12 +243,11 @@ class MaskedAutoencoderViT(nn.Module):
         if isinstance(self.patch_embed, ConvPatchEmbed):
             # A conv stem sees across patch borders: zero the masked patches' pixels first, so that no
             # visible token carries any pixel the decoder has to reconstruct.
-            (h, w), p = self.patch_embed.grid_size, self.patch_embed.patch_size[0]
-            N, L = imgs.shape[0], h * w
+            N, L, p = imgs.shape[0], self.patch_embed.num_patches, self.patch_embed.patch_size[0]
             if noise is None:
                 noise = torch.rand(N, L, device=imgs.device)
             mask = self.random_masking(imgs.new_zeros(N, L, 1), mask_ratio, noise)[1]  # (N, L), 1 = removed
-            keep = (1 - mask).view(N, 1, h, 1, w, 1).expand(-1, -1, -1, p, -1, p).reshape(N, 1, h * p, w * p)
+            keep = self.unpatchify((1 - mask).unsqueeze(-1).expand(-1, -1, p * p))  # (N, 1, H, W)
             imgs = imgs * keep.to(imgs.dtype)
         x = self.patch_embed(imgs) + self.pos_embed[:, 1:, :]  # (N, L, D)
         x, mask, ids_restore = self.random_masking(x, mask_ratio, noise)  # (N, len_keep, D)
