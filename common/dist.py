@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Dataset, DistributedSampler
 
-from common.device import pick_device
+from common.device import keep_freed_memory, pick_device
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,8 @@ def init_distributed(device: str = "auto") -> DistInfo:
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
     dev = pick_device(device)
+    if dev.type == "cpu":
+        keep_freed_memory()
     if dev.type == "cuda":
         dev = torch.device("cuda", local)
         torch.cuda.set_device(dev)

@@ -105,8 +105,11 @@ def _even(frame: np.ndarray) -> np.ndarray:
 
 
 def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: float,
-                crf: int = 20) -> int:
+                crf: int = 20, preset: str = "veryfast") -> int:
     """Write RGB uint8 frames (H, W, 3), all of one size, to an H.264 mp4; returns the count.
+
+    x264's `preset` 'veryfast' takes half the CPU of its default 'medium' on the test-mode previews,
+    at a similar file size for `crf` 20 (the ffmpeg process competes with the networks for the cores).
 
     Frames are streamed to ffmpeg, never held in memory. Odd sizes are padded by one pixel.
     Raises VideoError when there are no frames, sizes differ, or ffmpeg fails.
@@ -128,7 +131,7 @@ def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: float,
                 writer = imageio_ffmpeg.write_frames(
                     str(path), size, fps=float(fps), codec="libx264", pix_fmt_in="rgb24",
                     pix_fmt_out="yuv420p", macro_block_size=1, quality=None,
-                    ffmpeg_log_level="error", output_params=["-crf", str(crf)])
+                    ffmpeg_log_level="error", output_params=["-crf", str(crf), "-preset", preset])
                 writer.send(None)  # start the generator
             elif (frame.shape[1], frame.shape[0]) != size:
                 raise VideoError(f"{path}: frame {n} has size {frame.shape[1]}x{frame.shape[0]}"

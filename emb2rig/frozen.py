@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.device import autocast_dtype
 from data.face_track import square_from_norm_box
 
 
@@ -74,6 +75,18 @@ class Frozen:
         S = self.image_size
         self.corners = [square_from_norm_box(b, S, S, margin).corners() if b is not None else None for b in boxes]
 
+    def for_inference(self, precision: str) -> Frozen:
+        """Test mode: no gradient will pass any more, so keep the weights in the autocast dtype of
+        `precision` (encoders that have `cast_`; the renderer in any case) and the renderer's
+        activations channels_last (its transposed convs run ~1.5x faster on CPU). Irreversible."""
+        dtype = autocast_dtype(precision)
+        if dtype is not None:
+            if hasattr(self.encoder, "cast_"):
+                self.encoder.cast_(dtype)
+            self.renderer.to(dtype)
+        self.renderer.to(memory_format=torch.channels_last)
+        return self
+
     def encoder_input(self, img01: torch.Tensor, avatar: torch.Tensor | None = None) -> torch.Tensor:
         """(B, 3, S, S) images in [0, 1] -> (B, 3, s, s) encoder input. `avatar` (B,) marks avatar
         renders (index >= 0), cropped to that avatar's face square; -1 (or no `avatar`) = a face crop
@@ -129,5 +142,5 @@ def load_frozen(encoder_path: str, renderer_path: str, names: list[str], control
     from rig2img import load_renderer
 
     encoder = load_encoder(encoder_path).to(device)
-    renderer = load_renderer(renderer_path).to(device)
+    renderer = load_renderer(renderer_path).to(device).fold_batchnorm()  # always in eval mode: same output
     return Frozen(encoder, renderer, names, controls, face_boxes, margin)

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from common.config import to_dict
-from common.device import pick_device
+from common.device import keep_freed_memory, pick_device
 from common.run import write_json
 from data.face_detect import DetectorConfig, build_detector
 from data.face_track import CropConfig
@@ -149,6 +149,8 @@ def run_test_mode(cfg) -> dict:
     if not Path(t.input).exists():
         raise FileNotFoundError(f"test.input not found: {t.input}")
     device = pick_device(cfg.device)
+    if device.type == "cpu":
+        keep_freed_memory()
     model, meta = load_decoder(cfg.pretrained, device)
     frozen = load_frozen(cfg.encoder, cfg.renderer, meta["avatars"], meta["controls"], device,
                          meta["face_boxes"], meta["crop_margin"])

@@ -153,7 +153,7 @@ class Animator:
                  smooth: bool, timer: StepTimer):
         self.model, self.frozen, self.cfg, self.device, self.precision = model, frozen, cfg, device, precision
         self.A, self.timer = len(frozen.names), timer
-        frozen.renderer.to(memory_format=torch.channels_last)  # transposed convs: ~1.5x faster on CPU, same output
+        frozen.for_inference(precision)  # weights in the autocast dtype, renderer channels_last
         self.filter = OneEuroFilter.from_config(cfg.smoothing, fps) if smooth else None
         self.last: np.ndarray | None = None  # (A, max_n) rig of the last frame with a face
         self.last_panels: list[np.ndarray | None] = [None] * self.A

@@ -44,6 +44,15 @@ class ExpressionEncoder(nn.Module):
         """Always eval mode: a frozen encoder must not switch on drop-path inside a training model."""
         return super().train(False)
 
+    def cast_(self, dtype: torch.dtype) -> ExpressionEncoder:
+        """Inference only: store the weights in `dtype` (bf16 / fp16), the embedding head excepted
+        (`embed` runs in fp32). Under autocast this saves recasting every weight on every call
+        (~1.1x the encoder's throughput in bf16 on CPU). Irreversible; for fp32 the model is unchanged."""
+        if dtype != torch.float32:
+            self.model.to(dtype)
+            self.model.head.float()
+        return self
+
     def preprocess(self, x: Image.Image | torch.Tensor) -> torch.Tensor:
         """The deterministic eval transform (resize short side, centre crop, face-normalise).
 

@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere
 
-from common.device import autocast  # noqa: E402
+from common.device import autocast, keep_freed_memory  # noqa: E402
 from data.face_detect import Box, build_detector  # noqa: E402
 from emb2rig.frozen import Frozen  # noqa: E402
 from emb2rig.models import DecoderConfig, build_model  # noqa: E402
@@ -53,6 +53,7 @@ def build_models(device):
     controls = [[f"{n}_{i}" for i in range(k)] for n, k in zip(NAMES, SIZES)]
     rcfg = preset("paper")
     renderer = Renderer(build_renderer(SIZES, rcfg), NAMES, dict(zip(NAMES, controls)), rcfg).to(device)
+    renderer.fold_batchnorm()  # as `emb2rig.frozen.load_frozen` does
     frozen = Frozen(encoder, renderer, NAMES, controls)
     model = build_model(torch.randn(3, encoder.feature_dim), SIZES, DecoderConfig()).to(device).eval()
     return model, frozen, controls
@@ -82,26 +83,32 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=96)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--precisions", nargs="+", default=["fp32", "bf16"])
-    ap.add_argument("--expression-distance-every", type=int, default=10)
+    ap.add_argument("--expression-distance-every", type=int, default=TestModeConfig.expression_distance_every,
+                    help="re-encode the renders on every k-th frame (default: test mode's)")
+    ap.add_argument("--no-malloc-tuning", action="store_true", help="leave glibc's malloc at its defaults")
     ap.add_argument("--out", type=Path, default=None, help="also write the results as JSON")
     args = ap.parse_args()
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", 2)))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model, frozen, controls = build_models(device)
+    if device.type == "cpu" and not args.no_malloc_tuning:
+        keep_freed_memory()  # as test mode does
     from scripts.fetch_test_videos import available
     tmp = Path(tempfile.mkdtemp(prefix="bench_test_mode_"))
     video = available().get("WolfgangLanger_Pexels.mp4")
-    detector = build_detector("auto") if video else CentreBox()
-    video = video or synthetic_video(tmp / "synthetic.mp4", args.frames)
     cfg = TestModeConfig(batch_size=args.batch, max_frames=args.frames,
                          expression_distance_every=args.expression_distance_every)
+    detector = build_detector(cfg.detector.name, cfg.detector) if video else CentreBox()  # test mode's settings
+    video = video or synthetic_video(tmp / "synthetic.mp4", args.frames)
     bf16_ok = device.type == "cuda" or torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    results = {"load_before": os.getloadavg(), "video": str(video), "detector": detector.name, "cpus": os.cpu_count(),
-               "threads": torch.get_num_threads(), "bf16_hardware": bf16_ok, "runs": {}}
+    results = {"load_before": os.getloadavg(), "video": str(video), "detector": detector.name,
+               "detector_max_side": cfg.detector.max_side, "expression_distance_every": cfg.expression_distance_every,
+               "malloc_tuned": device.type == "cpu" and not args.no_malloc_tuning,
+               "cpus": os.cpu_count(), "threads": torch.get_num_threads(), "bf16_hardware": bf16_ok, "runs": {}}
     for prec in args.precisions:
         if prec == "bf16" and not bf16_ok:
             print("skipping bf16: this CPU has no native bf16 (it would be emulated, slower than fp32)")
             continue
+        model, frozen, controls = build_models(device)  # fresh: test mode casts the frozen weights per precision
         warm = TestModeConfig(batch_size=args.batch, max_frames=args.batch, crop=cfg.crop)
         animate(video, model, frozen, controls, detector, warm, device, prec, tmp / f"warm_{prec}")
         s = animate(video, model, frozen, controls, detector, cfg, device, prec, tmp / prec)

@@ -5,6 +5,7 @@ before anything is built.
 """
 from __future__ import annotations
 
+import copy
 import csv
 import json
 
@@ -158,6 +159,20 @@ def test_first_rig_is_the_decoded_crop(world, monkeypatch, tmp_path):
         _, rows = read_csv(tmp_path / f"{name}.csv")
         assert rows.shape[0] == 6
         np.testing.assert_allclose(rows[0, 2:-1], want[a, :len(ctrl)].numpy(), atol=2e-5)
+
+
+@pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="no native bf16 on this CPU")
+def test_bf16_stores_the_frozen_weights_in_bf16_and_follows_fp32(world, monkeypatch, tmp_path):
+    root, model, frozen = world
+    ref = run(world, monkeypatch, f"test.out_dir={tmp_path / 'fp32'}", "test.preview=false")
+    cast = Frozen(copy.deepcopy(frozen.encoder), copy.deepcopy(frozen.renderer), NAMES, CONTROLS)
+    s = run((root, model, cast), monkeypatch, f"test.out_dir={tmp_path / 'bf16'}", "precision=bf16")
+    assert s["precision"] == "bf16" and s["faces_found"] == ref["faces_found"]
+    assert all(p.dtype == torch.bfloat16 for p in cast.renderer.parameters())  # stand-in encoder: no cast_
+    for name in NAMES:
+        _, a = read_csv(tmp_path / "fp32" / f"{name}.csv")
+        _, b = read_csv(tmp_path / "bf16" / f"{name}.csv")
+        np.testing.assert_allclose(b, a, atol=0.02)  # the same curves to bf16 rounding
 
 
 def test_smoothing_is_configurable_and_images_are_not_smoothed(world, monkeypatch, tmp_path):

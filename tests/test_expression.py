@@ -144,6 +144,23 @@ def test_model_outputs_pooled_feature_and_unit_embedding():
     assert [round(b.drop_prob, 3) for b in model.blocks] == [0.0, 0.04, 0.08, 0.12, 0.16, 0.2]
 
 
+def test_cast_encoder_keeps_the_embedding_head_in_fp32_and_the_embedding_close():
+    from expression_finetune import ExpressionEncoder
+
+    torch.manual_seed(0)
+    enc = ExpressionEncoder(build_expression_vit(TINY))
+    x = torch.randn(8, 3, 64, 64)
+    with torch.inference_mode():
+        feat, emb = enc(x)
+        assert enc.cast_(torch.bfloat16) is enc
+        assert enc.model.blocks[0].attn.qkv.weight.dtype == enc.model.pos_embed.dtype == torch.bfloat16
+        assert all(p.dtype == torch.float32 for p in enc.model.head.parameters())
+        with torch.autocast("cpu", torch.bfloat16):
+            feat16, emb16 = enc(x)
+    assert emb16.dtype == torch.float32 and F.cosine_similarity(emb16, emb).min() > 0.99
+    assert F.cosine_similarity(feat16.float(), feat).min() > 0.99
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     from data.demo_world import make_world

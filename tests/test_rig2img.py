@@ -202,3 +202,19 @@ def test_per_avatar_run_resumes_and_finishes(world, tmp_path, capsys):
     with pytest.raises(ValueError, match="shared"):
         r(torch.rand(1, 12), "robot", e_id=torch.zeros(4))
     assert main(cfg_for(world, out, "epochs=2")) == {} and "already complete" in capsys.readouterr().out
+
+
+def test_folding_batchnorm_keeps_images_and_rig_gradients(shared_run):
+    r = load_renderer(shared_run / "checkpoint-last.pth")
+    for m in r.modules():  # trained statistics are close to the identity; make the folding matter
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5), m.running_var.uniform_(0.3, 3.0), m.bias.uniform_(-0.3, 0.3)
+    rig = torch.rand(3, 18, requires_grad=True)
+    img = r(rig, "cat")
+    (grad,) = torch.autograd.grad(img.square().sum(), rig)
+    assert r.fold_batchnorm() is r
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in r.modules())
+    assert all(not p.requires_grad for p in r.parameters()) and not r.training
+    folded = r(rig, "cat")
+    torch.testing.assert_close(folded, img, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(torch.autograd.grad(folded.square().sum(), rig)[0], grad, atol=1e-4, rtol=1e-3)
