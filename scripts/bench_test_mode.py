@@ -119,7 +119,7 @@ def main() -> None:
         steps = ", ".join(f"{k} {1000 * v / s['frames']:.1f}" for k, v in s["seconds_per_step"].items())
         print(f"[{prec}] {s['fps']:.2f} fps end to end ({s['frames']} frames, {s['faces_found']} with a face); "
               f"encoder alone {enc:.2f} img/s (ratio {s['fps'] / enc:.2f}); ms/frame: {steps}; "
-              f"load {os.getloadavg()[0]:.1f}")
+              f"load {os.getloadavg()[0]:.1f}", flush=True)
     if args.out:
         args.out.write_text(json.dumps(results, indent=2))
 
