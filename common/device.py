@@ -33,20 +33,23 @@ def pick_device(name: str = "auto") -> torch.device:
 def keep_freed_memory(limit: int = 1 << 30) -> bool:
     """Let glibc's malloc keep freed blocks up to `limit` bytes for reuse instead of unmapping them.
 
-    By default every tensor above a few MB is mmap-ed fresh and page-faulted in on first touch, then
-    returned to the OS when freed. A ViT-B forward pass on CPU allocates such tensors in every block:
-    on 2 cores this cost ~1 million page faults per 64 images and 1.6x the time (bf16, 10.4 -> 18.8
-    img/s). The price is a resident size that stays at its peak. Process-wide; returns whether it was
-    applied (glibc Linux only; elsewhere a no-op)."""
+    By default glibc mmap-s every block above an adaptive threshold (at most 32 MiB) afresh, page-faults
+    it in on first touch and unmaps it when freed. A ViT-B forward pass on CPU allocates such tensors
+    in every block: on 2 cores that cost ~1 million page faults per 64 images and 1.8x the time (bf16
+    inference 10.4 -> 18.8 img/s). The price: the process keeps its peak resident size. Process-wide
+    (each DDP rank is its own process); returns whether it was applied (glibc only, else a no-op).
+    Older glibc caps the mmap threshold at 32 MiB; blocks above that are still mapped afresh."""
     if not sys.platform.startswith("linux"):
         return False
     try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
         return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    limit = min(limit, 2**31 - 1)
     m_trim_threshold, m_mmap_threshold = -1, -3  # malloc.h
-    mmap_ok = libc.mallopt(m_mmap_threshold, limit) or libc.mallopt(m_mmap_threshold, 32 << 20)  # older glibc cap
-    return bool(mmap_ok) and bool(libc.mallopt(m_trim_threshold, limit))
+    mmap_ok = mallopt(m_mmap_threshold, limit) or mallopt(m_mmap_threshold, 32 << 20)
+    return bool(mmap_ok) and bool(mallopt(m_trim_threshold, limit))
 
 
 def check_precision(precision: str, device: torch.device) -> None:

@@ -35,7 +35,8 @@ class DistInfo:
 
 
 def init_distributed(device: str = "auto") -> DistInfo:
-    """Join the process group when launched by torchrun; otherwise a world of one."""
+    """Join the process group when launched by torchrun; otherwise a world of one. On CPU it also tunes
+    this process's malloc (`common.device.keep_freed_memory`: faster, keeps its peak memory)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))

@@ -70,21 +70,34 @@ class Frozen:
         for p in [*encoder.parameters(), *renderer.parameters()]:
             p.requires_grad_(False)
         self.names, self.n_controls = list(names), [len(c) for c in controls]
+        self.inference_precision: str | None = None  # set by `for_inference`
         self.image_size = int(renderer.image_size)
         boxes = face_boxes or [None] * len(names)
         S = self.image_size
         self.corners = [square_from_norm_box(b, S, S, margin).corners() if b is not None else None for b in boxes]
 
     def for_inference(self, precision: str) -> Frozen:
-        """Test mode: no gradient will pass any more, so keep the weights in the autocast dtype of
-        `precision` (encoders that have `cast_`; the renderer in any case) and the renderer's
-        activations channels_last (its transposed convs run ~1.5x faster on CPU). Irreversible."""
+        """Test mode, where no gradient passes any more; changes the networks in place, once.
+
+        Folds the renderer's BatchNorm into its convs (where it has `fold_batchnorm`), stores the
+        weights in the autocast dtype of `precision` (the renderer's; the encoder's linear and conv
+        layers where it has `cast_`) and the renderer's activations channels_last (its transposed
+        convs run ~1.5x faster on CPU). Same outputs to rounding. A second call must ask for the
+        same precision: the cast cannot be undone."""
+        if self.inference_precision is not None:
+            if precision != self.inference_precision:
+                raise ValueError(f"these frozen networks were prepared for {self.inference_precision} "
+                                 f"inference; load them again for {precision}")
+            return self
+        if hasattr(self.renderer, "fold_batchnorm"):
+            self.renderer.fold_batchnorm()
         dtype = autocast_dtype(precision)
         if dtype is not None:
             if hasattr(self.encoder, "cast_"):
                 self.encoder.cast_(dtype)
             self.renderer.to(dtype)
         self.renderer.to(memory_format=torch.channels_last)
+        self.inference_precision = precision
         return self
 
     def encoder_input(self, img01: torch.Tensor, avatar: torch.Tensor | None = None) -> torch.Tensor:
@@ -142,5 +155,5 @@ def load_frozen(encoder_path: str, renderer_path: str, names: list[str], control
     from rig2img import load_renderer
 
     encoder = load_encoder(encoder_path).to(device)
-    renderer = load_renderer(renderer_path).to(device).fold_batchnorm()  # always in eval mode: same output
+    renderer = load_renderer(renderer_path).to(device)
     return Frozen(encoder, renderer, names, controls, face_boxes, margin)

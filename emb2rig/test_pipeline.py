@@ -139,7 +139,8 @@ class Animator:
 
     Args:
         model: the trained Emb2Rig (eval mode).
-        frozen: emb2rig.frozen.Frozen holding the encoder and the renderer.
+        frozen: emb2rig.frozen.Frozen holding the encoder and the renderer; prepared in place for
+            `precision` (`Frozen.for_inference`), so it serves no other precision afterwards.
         cfg: TestModeConfig.
         device / precision: where and how ('fp32' | 'bf16' | 'fp16') the networks run.
         fps: frame rate of the input (for the smoothing filter).
@@ -153,7 +154,7 @@ class Animator:
                  smooth: bool, timer: StepTimer):
         self.model, self.frozen, self.cfg, self.device, self.precision = model, frozen, cfg, device, precision
         self.A, self.timer = len(frozen.names), timer
-        frozen.for_inference(precision)  # weights in the autocast dtype, renderer channels_last
+        frozen.for_inference(precision)  # in place: BatchNorm folded, weights in the autocast dtype
         self.filter = OneEuroFilter.from_config(cfg.smoothing, fps) if smooth else None
         self.last: np.ndarray | None = None  # (A, max_n) rig of the last frame with a face
         self.last_panels: list[np.ndarray | None] = [None] * self.A

@@ -45,12 +45,13 @@ class ExpressionEncoder(nn.Module):
         return super().train(False)
 
     def cast_(self, dtype: torch.dtype) -> ExpressionEncoder:
-        """Inference only: store the weights in `dtype` (bf16 / fp16), the embedding head excepted
-        (`embed` runs in fp32). Under autocast this saves recasting every weight on every call
-        (~1.1x the encoder's throughput in bf16 on CPU). Irreversible; for fp32 the model is unchanged."""
-        if dtype != torch.float32:
-            self.model.to(dtype)
-            self.model.head.float()
+        """Inference only: store the weights of the linear and conv layers in `dtype` (bf16 / fp16), the
+        ones autocast would otherwise recast on every call (~1.1x the encoder's throughput in bf16 on
+        CPU). Norms, position embedding, class token and embedding head stay fp32, so the residual
+        stream and the outputs keep the precision they have under autocast. Irreversible."""
+        for m in self.model.modules():
+            if isinstance(m, (nn.Linear, nn.Conv2d)) and m is not self.model.head:
+                m.to(dtype)
         return self
 
     def preprocess(self, x: Image.Image | torch.Tensor) -> torch.Tensor:

@@ -52,8 +52,8 @@ class Renderer(nn.Module):
         return super().train(False)
 
     def fold_batchnorm(self) -> Renderer:
-        """Fold BatchNorm into the transposed convs (`RigGenerator.fold_batchnorm`): same images, faster.
-        The state dict changes keys, so fold only a renderer that is used, not one to be saved."""
+        """Fold BatchNorm into the transposed convs (`RigGenerator.fold_batchnorm`): the same images to
+        rounding, faster. The state dict changes keys: fold a renderer to be used, not one to be saved."""
         for gen in [m for m in self.net.modules() if isinstance(m, RigGenerator)]:
             gen.fold_batchnorm()
         return self

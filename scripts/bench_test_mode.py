@@ -53,7 +53,6 @@ def build_models(device):
     controls = [[f"{n}_{i}" for i in range(k)] for n, k in zip(NAMES, SIZES)]
     rcfg = preset("paper")
     renderer = Renderer(build_renderer(SIZES, rcfg), NAMES, dict(zip(NAMES, controls)), rcfg).to(device)
-    renderer.fold_batchnorm()  # as `emb2rig.frozen.load_frozen` does
     frozen = Frozen(encoder, renderer, NAMES, controls)
     model = build_model(torch.randn(3, encoder.feature_dim), SIZES, DecoderConfig()).to(device).eval()
     return model, frozen, controls

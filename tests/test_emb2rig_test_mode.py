@@ -45,7 +45,11 @@ class Encoder(nn.Module):
 
     def forward(self, x):
         f = self.fc(torch.tanh(self.conv(x)).flatten(1))
-        return f, F.normalize(self.emb(f), dim=1)
+        return f, F.normalize(self.emb(f.float()), dim=1)
+
+    def cast_(self, dtype):  # as ExpressionEncoder.cast_: the layers autocast recasts, not the embedding head
+        self.conv.to(dtype), self.fc.to(dtype)
+        return self
 
 
 class Renderer(nn.Module):
@@ -168,11 +172,15 @@ def test_bf16_stores_the_frozen_weights_in_bf16_and_follows_fp32(world, monkeypa
     cast = Frozen(copy.deepcopy(frozen.encoder), copy.deepcopy(frozen.renderer), NAMES, CONTROLS)
     s = run((root, model, cast), monkeypatch, f"test.out_dir={tmp_path / 'bf16'}", "precision=bf16")
     assert s["precision"] == "bf16" and s["faces_found"] == ref["faces_found"]
-    assert all(p.dtype == torch.bfloat16 for p in cast.renderer.parameters())  # stand-in encoder: no cast_
+    assert all(p.dtype == torch.bfloat16 for p in [*cast.renderer.parameters(), *cast.encoder.fc.parameters()])
+    assert all(p.dtype == torch.float32 for p in cast.encoder.emb.parameters())
     for name in NAMES:
         _, a = read_csv(tmp_path / "fp32" / f"{name}.csv")
         _, b = read_csv(tmp_path / "bf16" / f"{name}.csv")
         np.testing.assert_allclose(b, a, atol=0.02)  # the same curves to bf16 rounding
+        assert abs(s["expression_distance"][name] - ref["expression_distance"][name]) < 0.02
+    with pytest.raises(ValueError, match="prepared for bf16 inference; load them again for fp32"):
+        cast.for_inference("fp32")
 
 
 def test_smoothing_is_configurable_and_images_are_not_smoothed(world, monkeypatch, tmp_path):

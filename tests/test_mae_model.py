@@ -236,6 +236,29 @@ def test_bf16_autocast_channels_last_and_backward(tiny, imgs):
     assert model.pos_embed.grad is None and model.cls_token.grad is not None and model.mask_token.grad is not None
 
 
+def test_bf16_attention_keeps_an_fp32_softmax_outside_inference_mode():
+    """Training and evaluation see softmax(fp32) rounded to bf16 (as before the inference shortcut);
+    only inference mode takes the bf16 softmax kernel (which rounds a few in a million differently)."""
+    from mae_pretrain.models_mae import Attention
+
+    torch.manual_seed(0)
+    B, T, D, h = 4, 197, 128, 8
+    attn = Attention(D, h).bfloat16()
+    x = torch.randn(B, T, D).bfloat16()
+    with torch.no_grad():
+        qkv = attn.qkv(x).reshape(B, T, 3, h, D // h).permute(2, 0, 3, 1, 4)
+        scores = (qkv[0] * (D // h) ** -0.5) @ qkv[1].transpose(-2, -1)
+        fp32_softmax, bf16_softmax = scores.softmax(-1, dtype=torch.float32).bfloat16(), scores.softmax(-1)
+        assert not torch.equal(fp32_softmax, bf16_softmax)  # this input tells the two apart ...
+        expected = [attn.proj((w @ qkv[2]).transpose(1, 2).reshape(B, T, D)) for w in (fp32_softmax, bf16_softmax)]
+        assert not torch.equal(*expected)  # ... in the output too
+        assert torch.equal(attn(x), expected[0])
+    with torch.inference_mode():
+        assert torch.equal(attn(x), expected[1])
+    x.requires_grad_(True)
+    assert torch.equal(attn(x).detach(), expected[0])
+
+
 # ---------------------------------------------------------------- position embeddings
 def test_conv_stem_tokens_and_mae_hides_masked_pixels_from_visible_tokens(imgs):
     torch.manual_seed(0)
