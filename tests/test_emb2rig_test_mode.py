@@ -123,8 +123,9 @@ def read_csv(path):
 
 def test_video_writes_curves_preview_and_summary(world, monkeypatch, tmp_path):
     out = tmp_path / "out"
-    summary = run(world, monkeypatch, f"test.out_dir={out}")
+    summary = run(world, monkeypatch, f"test.out_dir={out}", "test.prefetch=8")  # decode + detect in a thread
     saved = json.loads((out / "summary.json").read_text())
+    assert saved["prefetch"] == 8 and run(world, monkeypatch, f"test.out_dir={out}_cpu")["prefetch"] == 0  # auto
     assert saved["frames"] == summary["frames"] == T and saved["kind"] == "video" and saved["smoothed"]
     assert saved["faces_found"] == T - len(NO_FACE) and saved["missing_frames"] == list(NO_FACE)
     assert saved["fps"] > 0 and set(saved["seconds_per_step"]) >= {"decode", "detect", "encode", "render"}
