@@ -65,7 +65,7 @@ class TestModeConfig:
         expression_distance_every: measure the expression distance on every k-th frame (0 = never).
         prefetch: frames decoded and detected ahead in a background thread (0 = in the main thread;
             -1 = auto: 32 on CUDA, 0 on CPU, where the thread would compete with the networks for the
-            cores: at paper size on 2 cores, 8.0-8.8 fps with it against 9.1-9.4 without, side by side).
+            cores: at paper size on 2 cores, 7.9-8.8 fps with it against 9.1-9.4 without, side by side).
         preview: write preview.mp4.
         preview_size: height in pixels of the preview's panels.
         image_fps: frame rate given to an image folder (time_s and the preview video).
