@@ -36,9 +36,10 @@ def keep_freed_memory(limit: int = 1 << 30) -> bool:
     By default glibc mmap-s every block above an adaptive threshold (at most 32 MiB) afresh, page-faults
     it in on first touch and unmaps it when freed. A ViT-B forward pass on CPU allocates such tensors
     in every block: on 2 cores that cost ~1 million page faults per 64 images and 1.5-1.9x the time
-    (bf16 inference 9.8-10.4 -> 15.6-18.8 img/s, consecutive runs). The price: the process keeps its peak resident size. Process-wide
-    (each DDP rank is its own process); returns whether it was applied (glibc only, else a no-op).
-    Older glibc caps the mmap threshold at 32 MiB; blocks above that are still mapped afresh."""
+    (bf16 inference 9.8-10.4 -> 15.6-18.8 img/s, consecutive runs). The price: the process keeps its
+    peak resident size. Process-wide (each DDP rank is its own process); returns whether it was
+    applied (glibc only, else a no-op). Older glibc caps the mmap threshold at 32 MiB; blocks above
+    that are still mapped afresh."""
     if not sys.platform.startswith("linux"):
         return False
     try:

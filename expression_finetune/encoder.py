@@ -47,8 +47,9 @@ class ExpressionEncoder(nn.Module):
     def cast_(self, dtype: torch.dtype) -> ExpressionEncoder:
         """Inference only: store the weights of the linear and conv layers in `dtype` (bf16 / fp16), the
         ones autocast would otherwise recast on every call (~1.03x the encoder's throughput in bf16 on
-        CPU; bit-identical outputs). Norms, position embedding, class token and embedding head stay fp32, so the residual
-        stream and the outputs keep the precision they have under autocast. Irreversible."""
+        CPU; bit-identical outputs). Norms, position embedding, class token and embedding head stay
+        fp32, so the residual stream and the outputs keep the precision they have under autocast.
+        Irreversible."""
         for m in self.model.modules():
             if isinstance(m, (nn.Linear, nn.Conv2d)) and m is not self.model.head:
                 m.to(dtype)
