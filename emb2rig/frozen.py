@@ -70,34 +70,43 @@ class Frozen:
         for p in [*encoder.parameters(), *renderer.parameters()]:
             p.requires_grad_(False)
         self.names, self.n_controls = list(names), [len(c) for c in controls]
-        self.inference_precision: str | None = None  # set by `for_inference`
+        self.inference_setting: str | None = None  # set by `for_inference`
         self.image_size = int(renderer.image_size)
         boxes = face_boxes or [None] * len(names)
         S = self.image_size
         self.corners = [square_from_norm_box(b, S, S, margin).corners() if b is not None else None for b in boxes]
 
-    def for_inference(self, precision: str) -> Frozen:
+    def for_inference(self, precision: str, quantize: str = "none") -> Frozen:
         """Test mode, where no gradient passes any more; changes the networks in place, once.
 
         Folds the renderer's BatchNorm into its convs (where it has `fold_batchnorm`), stores the
         weights in the autocast dtype of `precision` (the renderer's; the encoder's linear and conv
         layers where it has `cast_`) and the renderer's activations channels_last (its transposed
-        convs run ~1.5x faster on CPU). Same outputs to rounding. A second call must ask for the
-        same precision: the cast cannot be undone."""
-        if self.inference_precision is not None:
-            if precision != self.inference_precision:
-                raise ValueError(f"these frozen networks were prepared for {self.inference_precision} "
-                                 f"inference; load them again for {precision}")
+        convs run ~1.5x faster on CPU). Same outputs to rounding. `quantize` 'int8': the encoder's
+        dynamic int8 path instead of its cast (`quantize_int8_`, CPU only; not the same outputs).
+        A second call must ask for the same settings: none of this can be undone."""
+        setting = precision + (" with an int8 encoder" if quantize == "int8" else "")
+        if self.inference_setting is not None:
+            if setting != self.inference_setting:
+                raise ValueError(f"these frozen networks were prepared for {self.inference_setting} "
+                                 f"inference; load them again for {setting}")
             return self
+        if quantize not in ("none", "int8"):
+            raise ValueError(f"quantize must be 'none' or 'int8', got {quantize!r}")
         if hasattr(self.renderer, "fold_batchnorm"):
             self.renderer.fold_batchnorm()
         dtype = autocast_dtype(precision)
+        if quantize == "int8":
+            if not hasattr(self.encoder, "quantize_int8_"):
+                raise ValueError(f"this encoder ({type(self.encoder).__name__}) has no int8 path; "
+                                 "set test.quantize=none")
+            self.encoder.quantize_int8_()
+        elif dtype is not None and hasattr(self.encoder, "cast_"):
+            self.encoder.cast_(dtype)
         if dtype is not None:
-            if hasattr(self.encoder, "cast_"):
-                self.encoder.cast_(dtype)
             self.renderer.to(dtype)
         self.renderer.to(memory_format=torch.channels_last)
-        self.inference_precision = precision
+        self.inference_setting = setting
         return self
 
     def encoder_input(self, img01: torch.Tensor, avatar: torch.Tensor | None = None) -> torch.Tensor:

@@ -70,6 +70,9 @@ class TestModeConfig:
         preview_size: height in pixels of the preview's panels.
         image_fps: frame rate given to an image folder (time_s and the preview video).
         max_frames: stop after this many frames (0 = all).
+        quantize: 'none', or 'int8' for a dynamic int8 encoder on CPU (`ExpressionEncoder.quantize_int8_`):
+            at paper size on 2 cores 9.5-10.5 fps against 7.4-8.6 in bf16, side by side; rigs differ by
+            ~0.001 on the demo (`scripts/compare_int8.py`; README, "Test-mode speed on CPU").
     """
     __test__ = False  # not a pytest test class
 
@@ -85,11 +88,14 @@ class TestModeConfig:
     preview_size: int = 256
     image_fps: float = 30.0
     max_frames: int = 0
+    quantize: str = "none"
 
     def __post_init__(self):
         if self.batch_size < 1 or min(self.expression_distance_every, self.max_frames, self.prefetch + 1) < 0:
             raise ValueError("'test.batch_size' must be >= 1, 'test.expression_distance_every' and "
                              "'test.max_frames' >= 0, 'test.prefetch' >= -1 (auto)")
+        if self.quantize not in ("none", "int8"):
+            raise ValueError(f"'test.quantize' must be 'none' or 'int8', got {self.quantize!r}")
         if self.preview_size < 16 or not self.image_fps > 0:
             raise ValueError(f"'test.preview_size' must be >= 16 and 'test.image_fps' > 0, got "
                              f"{self.preview_size}, {self.image_fps}")

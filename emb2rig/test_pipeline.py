@@ -154,7 +154,9 @@ class Animator:
                  smooth: bool, timer: StepTimer):
         self.model, self.frozen, self.cfg, self.device, self.precision = model, frozen, cfg, device, precision
         self.A, self.timer = len(frozen.names), timer
-        frozen.for_inference(precision)  # in place: BatchNorm folded, weights in the autocast dtype
+        if cfg.quantize == "int8" and device.type != "cpu":
+            raise ValueError("test.quantize=int8 runs on CPU only (fbgemm kernels); on CUDA use bf16 or fp16")
+        frozen.for_inference(precision, cfg.quantize)  # in place: BatchNorm folded, weights cast or int8
         self.filter = OneEuroFilter.from_config(cfg.smoothing, fps) if smooth else None
         self.last: np.ndarray | None = None  # (A, max_n) rig of the last frame with a face
         self.last_panels: list[np.ndarray | None] = [None] * self.A

@@ -1,6 +1,7 @@
 """Benchmark stage-3b test mode end to end at the paper's sizes, with random weights.
 
     python scripts/bench_test_mode.py [--frames 96] [--batch 16] [--precisions fp32 bf16] [--out bench.json]
+    python scripts/bench_test_mode.py --precisions bf16 --quantize none int8   # the int8 encoder, side by side
 
 Builds the real classes with random init: the ViT-B/16 expression encoder at 224 px
 (`expression_finetune`), a 'paper' 256 px DCGAN renderer with three avatars (12/18/26 controls,
@@ -14,6 +15,7 @@ encoder alone (same batch, same precision, same run) so a loaded machine can be 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -84,6 +86,8 @@ def main() -> None:
     ap.add_argument("--precisions", nargs="+", default=["fp32", "bf16"])
     ap.add_argument("--expression-distance-every", type=int, default=TestModeConfig.expression_distance_every,
                     help="re-encode the renders on every k-th frame (default: test mode's)")
+    ap.add_argument("--quantize", nargs="+", default=["none"], choices=["none", "int8"],
+                    help="encoder settings to time, e.g. --quantize none int8 (int8: CPU only)")
     ap.add_argument("--no-malloc-tuning", action="store_true", help="leave glibc's malloc at its defaults")
     ap.add_argument("--out", type=Path, default=None, help="also write the results as JSON")
     args = ap.parse_args()
@@ -103,20 +107,22 @@ def main() -> None:
                "detector_max_side": cfg.detector.max_side, "expression_distance_every": cfg.expression_distance_every,
                "malloc_tuned": device.type == "cpu" and not args.no_malloc_tuning,
                "cpus": os.cpu_count(), "threads": torch.get_num_threads(), "bf16_hardware": bf16_ok, "runs": {}}
-    for prec in args.precisions:
+    for prec, quantize in itertools.product(args.precisions, args.quantize):
         if prec == "bf16" and not bf16_ok:
             print("skipping bf16: this CPU has no native bf16 (it would be emulated, slower than fp32)")
             continue
-        model, frozen, controls = build_models(device)  # fresh: test mode casts the frozen weights per precision
-        warm = TestModeConfig(batch_size=args.batch, max_frames=args.batch, crop=cfg.crop)
+        label = prec + (" + int8 encoder" if quantize == "int8" else "")
+        model, frozen, controls = build_models(device)  # fresh: test mode casts the frozen weights per setting
+        cfg.quantize = quantize
+        warm = TestModeConfig(batch_size=args.batch, max_frames=args.batch, crop=cfg.crop, quantize=quantize)
         animate(video, model, frozen, controls, detector, warm, device, prec, tmp / f"warm_{prec}")
         s = animate(video, model, frozen, controls, detector, cfg, device, prec, tmp / prec)
         enc = encoder_alone(frozen, args.batch, prec, device)
-        results["runs"][prec] = {"fps": s["fps"], "frames": s["frames"], "faces_found": s["faces_found"],
+        results["runs"][label] = {"fps": s["fps"], "frames": s["frames"], "faces_found": s["faces_found"],
                                  "seconds_per_step": s["seconds_per_step"], "encoder_alone_img_s": round(enc, 2),
                                  "fps_over_encoder_alone": round(s["fps"] / enc, 3), "load": os.getloadavg()}
         steps = ", ".join(f"{k} {1000 * v / s['frames']:.1f}" for k, v in s["seconds_per_step"].items())
-        print(f"[{prec}] {s['fps']:.2f} fps end to end ({s['frames']} frames, {s['faces_found']} with a face); "
+        print(f"[{label}] {s['fps']:.2f} fps end to end ({s['frames']} frames, {s['faces_found']} with a face); "
               f"encoder alone {enc:.2f} img/s (ratio {s['fps'] / enc:.2f}); ms/frame: {steps}; "
               f"load {os.getloadavg()[0]:.1f}", flush=True)
     if args.out:

@@ -182,6 +182,9 @@ def test_bf16_stores_the_frozen_weights_in_bf16_and_follows_fp32(world, monkeypa
         assert abs(s["expression_distance"][name] - ref["expression_distance"][name]) < 0.02
     with pytest.raises(ValueError, match="prepared for bf16 inference; load them again for fp32"):
         cast.for_inference("fp32")
+    plain = Frozen(copy.deepcopy(frozen.encoder), copy.deepcopy(frozen.renderer), NAMES, CONTROLS)
+    with pytest.raises(ValueError, match=r"\(Encoder\) has no int8 path; set test.quantize=none"):
+        run((root, model, plain), monkeypatch, f"test.out_dir={tmp_path / 'int8'}", "test.quantize=int8")
 
 
 def test_smoothing_is_configurable_and_images_are_not_smoothed(world, monkeypatch, tmp_path):

@@ -163,6 +163,23 @@ def test_cast_encoder_stores_what_autocast_recasts_and_gives_the_same_outputs():
     torch.testing.assert_close(emb16, emb, atol=1e-5, rtol=1e-5)
 
 
+def test_int8_encoder_quantizes_the_block_linears_only_and_stays_close():
+    from expression_finetune import ExpressionEncoder
+
+    torch.manual_seed(0)
+    enc = ExpressionEncoder(build_expression_vit(TINY))
+    x = torch.randn(8, 3, 64, 64)
+    with torch.inference_mode():
+        feat, emb = enc(x)
+        assert enc.quantize_int8_() is enc and enc.int8
+        with torch.autocast("cpu", torch.bfloat16):  # int8 runs in fp32 even inside test mode's autocast
+            feat8, emb8 = enc(x)
+    qkv, head = enc.model.blocks[0].attn.qkv, enc.model.head
+    assert type(qkv).__module__.startswith("torch.ao.nn.quantized") and type(head) is torch.nn.Linear
+    assert feat8.dtype == emb8.dtype == torch.float32
+    assert F.cosine_similarity(emb8, emb).min() > 0.99 and not torch.equal(emb8, emb)
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     from data.demo_world import make_world
