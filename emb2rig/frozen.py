@@ -85,21 +85,20 @@ class Frozen:
         convs run ~1.5x faster on CPU). Same outputs to rounding. `quantize` 'int8': the encoder's
         dynamic int8 path instead of its cast (`quantize_int8_`, CPU only; not the same outputs).
         A second call must ask for the same settings: none of this can be undone."""
-        setting = precision + (" with an int8 encoder" if quantize == "int8" else "")
-        if self.inference_setting is not None:
-            if setting != self.inference_setting:
-                raise ValueError(f"these frozen networks were prepared for {self.inference_setting} "
-                                 f"inference; load them again for {setting}")
-            return self
         if quantize not in ("none", "int8"):
             raise ValueError(f"quantize must be 'none' or 'int8', got {quantize!r}")
+        setting = f"{precision} inference" + (" with an int8 encoder" if quantize == "int8" else "")
+        if self.inference_setting is not None:
+            if setting != self.inference_setting:
+                raise ValueError(f"these frozen networks were prepared for {self.inference_setting}; "
+                                 f"load them again for {setting}")
+            return self
+        if quantize == "int8" and not hasattr(self.encoder, "quantize_int8_"):
+            raise ValueError(f"this encoder ({type(self.encoder).__name__}) has no int8 path; set test.quantize=none")
         if hasattr(self.renderer, "fold_batchnorm"):
             self.renderer.fold_batchnorm()
         dtype = autocast_dtype(precision)
         if quantize == "int8":
-            if not hasattr(self.encoder, "quantize_int8_"):
-                raise ValueError(f"this encoder ({type(self.encoder).__name__}) has no int8 path; "
-                                 "set test.quantize=none")
             self.encoder.quantize_int8_()
         elif dtype is not None and hasattr(self.encoder, "cast_"):
             self.encoder.cast_(dtype)

@@ -158,6 +158,8 @@ def run_test_mode(cfg) -> dict:
     if not Path(t.input).exists():
         raise FileNotFoundError(f"test.input not found: {t.input}")
     device = pick_device(cfg.device)
+    if t.quantize == "int8" and device.type != "cpu":
+        raise ValueError(f"test.quantize=int8 runs on CPU only, not on {device}: set device=cpu or test.quantize=none")
     if device.type == "cpu":
         keep_freed_memory()
     model, meta = load_decoder(cfg.pretrained, device)

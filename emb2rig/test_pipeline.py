@@ -140,7 +140,7 @@ class Animator:
     Args:
         model: the trained Emb2Rig (eval mode).
         frozen: emb2rig.frozen.Frozen holding the encoder and the renderer; prepared in place for
-            `precision` (`Frozen.for_inference`), so it serves no other precision afterwards.
+            `precision` and `cfg.quantize` (`Frozen.for_inference`), so it serves no other setting after.
         cfg: TestModeConfig.
         device / precision: where and how ('fp32' | 'bf16' | 'fp16') the networks run.
         fps: frame rate of the input (for the smoothing filter).
@@ -155,7 +155,8 @@ class Animator:
         self.model, self.frozen, self.cfg, self.device, self.precision = model, frozen, cfg, device, precision
         self.A, self.timer = len(frozen.names), timer
         if cfg.quantize == "int8" and device.type != "cpu":
-            raise ValueError("test.quantize=int8 runs on CPU only (fbgemm kernels); on CUDA use bf16 or fp16")
+            raise ValueError(f"test.quantize=int8 runs on CPU only (fbgemm kernels), not on {device}; "
+                             "use test.quantize=none there")
         frozen.for_inference(precision, cfg.quantize)  # in place: BatchNorm folded, weights cast or int8
         self.filter = OneEuroFilter.from_config(cfg.smoothing, fps) if smooth else None
         self.last: np.ndarray | None = None  # (A, max_n) rig of the last frame with a face

@@ -62,9 +62,13 @@ class ExpressionEncoder(nn.Module):
         activations quantized per call; fbgemm kernels, which use VNNI where the CPU has it) and the
         encoder then runs in fp32 outside any autocast. ViT-B/16 on 2 cores: ~1.24x the bf16 encoder's
         throughput. Not differentiable; irreversible. Uses `torch.ao.quantization.quantize_dynamic`,
-        deprecated in favour of torchao (not a dependency here)."""
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the deprecation notice
+        deprecated in favour of torchao (not a dependency here), its removal announced."""
+        device = next(self.model.parameters()).device
+        if device.type != "cpu":
+            raise ValueError(f"the int8 encoder runs on CPU only (fbgemm kernels); this one is on {device}")
+        with warnings.catch_warnings():  # the API's deprecation notices (its removal is announced)
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor")
             torch.ao.quantization.quantize_dynamic(self.model.blocks, {nn.Linear}, dtype=torch.qint8, inplace=True)
         self.int8 = True
         return self

@@ -93,6 +93,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", 2)))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if "int8" in args.quantize and device.type != "cpu":
+        ap.error("--quantize int8 runs on CPU only")
     if device.type == "cpu" and not args.no_malloc_tuning:
         keep_freed_memory()  # as test mode does
     from scripts.fetch_test_videos import available
@@ -115,12 +117,12 @@ def main() -> None:
         model, frozen, controls = build_models(device)  # fresh: test mode casts the frozen weights per setting
         cfg.quantize = quantize
         warm = TestModeConfig(batch_size=args.batch, max_frames=args.batch, crop=cfg.crop, quantize=quantize)
-        animate(video, model, frozen, controls, detector, warm, device, prec, tmp / f"warm_{prec}")
-        s = animate(video, model, frozen, controls, detector, cfg, device, prec, tmp / prec)
+        animate(video, model, frozen, controls, detector, warm, device, prec, tmp / f"warm_{prec}_{quantize}")
+        s = animate(video, model, frozen, controls, detector, cfg, device, prec, tmp / f"{prec}_{quantize}")
         enc = encoder_alone(frozen, args.batch, prec, device)
         results["runs"][label] = {"fps": s["fps"], "frames": s["frames"], "faces_found": s["faces_found"],
-                                 "seconds_per_step": s["seconds_per_step"], "encoder_alone_img_s": round(enc, 2),
-                                 "fps_over_encoder_alone": round(s["fps"] / enc, 3), "load": os.getloadavg()}
+                                  "seconds_per_step": s["seconds_per_step"], "encoder_alone_img_s": round(enc, 2),
+                                  "fps_over_encoder_alone": round(s["fps"] / enc, 3), "load": os.getloadavg()}
         steps = ", ".join(f"{k} {1000 * v / s['frames']:.1f}" for k, v in s["seconds_per_step"].items())
         print(f"[{label}] {s['fps']:.2f} fps end to end ({s['frames']} frames, {s['faces_found']} with a face); "
               f"encoder alone {enc:.2f} img/s (ratio {s['fps'] / enc:.2f}); ms/frame: {steps}; "

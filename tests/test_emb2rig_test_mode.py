@@ -182,9 +182,45 @@ def test_bf16_stores_the_frozen_weights_in_bf16_and_follows_fp32(world, monkeypa
         assert abs(s["expression_distance"][name] - ref["expression_distance"][name]) < 0.02
     with pytest.raises(ValueError, match="prepared for bf16 inference; load them again for fp32"):
         cast.for_inference("fp32")
+
+
+def test_int8_encoder_drives_test_mode_close_to_fp32(world, monkeypatch, tmp_path):
+    """A tiny real ExpressionEncoder, dynamic int8 (`test.quantize=int8`) against fp32, same weights."""
+    from expression_finetune import ExpressionEncoder, build_expression_vit
+
+    root, _, frozen = world
+    torch.manual_seed(0)
+    encoder = ExpressionEncoder(build_expression_vit("mae_vit_tiny_patch8_64"))
+    dcfg = DecoderConfig(width=32, blocks=2, id_dim=8, id_hidden=16)
+    model = build_model(torch.randn(3, encoder.feature_dim), [3, 5, 7], dcfg).eval()
+    save_checkpoint({"model": model.state_dict(), "config": to_dict(Emb2RigConfig(model=dcfg)), "epoch": 0,
+                     "avatars": NAMES, "controls": CONTROLS}, tmp_path / "decoder.pth")
+    out = {}
+    for q in ("none", "int8"):
+        net = Frozen(copy.deepcopy(encoder), copy.deepcopy(frozen.renderer), NAMES, CONTROLS)
+        out[q] = run((root, model, net), monkeypatch, f"pretrained={tmp_path / 'decoder.pth'}", "test.preview=false",
+                     f"test.out_dir={tmp_path / q}", f"test.quantize={q}")
+        assert net.encoder.int8 == (q == "int8")
+    assert out["int8"]["faces_found"] == out["none"]["faces_found"] == T - len(NO_FACE)
+    for name in NAMES:
+        _, a = read_csv(tmp_path / "none" / f"{name}.csv")
+        _, b = read_csv(tmp_path / "int8" / f"{name}.csv")
+        np.testing.assert_allclose(b, a, atol=0.02)
+        assert not np.array_equal(b, a)  # int8 really ran
+        assert abs(out["int8"]["expression_distance"][name] - out["none"]["expression_distance"][name]) < 0.05
+
+
+def test_int8_and_inference_settings_are_checked(world, monkeypatch, tmp_path):
+    root, model, frozen = world
     plain = Frozen(copy.deepcopy(frozen.encoder), copy.deepcopy(frozen.renderer), NAMES, CONTROLS)
     with pytest.raises(ValueError, match=r"\(Encoder\) has no int8 path; set test.quantize=none"):
-        run((root, model, plain), monkeypatch, f"test.out_dir={tmp_path / 'int8'}", "test.quantize=int8")
+        run((root, model, plain), monkeypatch, f"test.out_dir={tmp_path}", "test.quantize=int8")
+    assert plain.inference_setting is None  # refused before anything was changed
+    plain.for_inference("fp32")
+    with pytest.raises(ValueError, match="prepared for fp32 inference; load them again for fp32 inference with an"):
+        plain.for_inference("fp32", "int8")
+    with pytest.raises(ValueError, match="'test.quantize' must be 'none' or 'int8'"):
+        load_config(Emb2RigConfig, ["configs/demo/emb2rig.yaml", "test.quantize=fp8"])
 
 
 def test_smoothing_is_configurable_and_images_are_not_smoothed(world, monkeypatch, tmp_path):
