@@ -71,8 +71,9 @@ class TestModeConfig:
         image_fps: frame rate given to an image folder (time_s and the preview video).
         max_frames: stop after this many frames (0 = all).
         quantize: 'none', or 'int8' for a dynamic int8 encoder on CPU (`ExpressionEncoder.quantize_int8_`):
-            at paper size on 2 cores 9.5-10.5 fps against 7.4-8.6 in bf16, side by side; rigs differ by
-            ~0.001 on the demo (`scripts/compare_int8.py`; README, "Test-mode speed on CPU").
+            at paper size on 2 cores 9.2-10.5 fps against 7.4-9.8 in bf16 (4 alternating pairs, mean
+            +13%); rigs differ by ~0.001 on the demo (`scripts/compare_int8.py`; README, "Test-mode speed
+            on CPU").
     """
     __test__ = False  # not a pytest test class
 
