@@ -95,13 +95,13 @@ class Frozen:
             return self
         if quantize == "int8" and not hasattr(self.encoder, "quantize_int8_"):
             raise ValueError(f"this encoder ({type(self.encoder).__name__}) has no int8 path; set test.quantize=none")
-        if hasattr(self.renderer, "fold_batchnorm"):
-            self.renderer.fold_batchnorm()
         dtype = autocast_dtype(precision)
         if quantize == "int8":
-            self.encoder.quantize_int8_()
+            self.encoder.quantize_int8_()  # first: it refuses a non-CPU encoder before anything changed
         elif dtype is not None and hasattr(self.encoder, "cast_"):
             self.encoder.cast_(dtype)
+        if hasattr(self.renderer, "fold_batchnorm"):
+            self.renderer.fold_batchnorm()
         if dtype is not None:
             self.renderer.to(dtype)
         self.renderer.to(memory_format=torch.channels_last)

@@ -154,9 +154,6 @@ class Animator:
                  smooth: bool, timer: StepTimer):
         self.model, self.frozen, self.cfg, self.device, self.precision = model, frozen, cfg, device, precision
         self.A, self.timer = len(frozen.names), timer
-        if cfg.quantize == "int8" and device.type != "cpu":
-            raise ValueError(f"test.quantize=int8 runs on CPU only (fbgemm kernels), not on {device}; "
-                             "use test.quantize=none there")
         frozen.for_inference(precision, cfg.quantize)  # in place: BatchNorm folded, weights cast or int8
         self.filter = OneEuroFilter.from_config(cfg.smoothing, fps) if smooth else None
         self.last: np.ndarray | None = None  # (A, max_n) rig of the last frame with a face

@@ -26,8 +26,8 @@ from common.dist import DistInfo  # noqa: E402
 from emb2rig.models import load_decoder  # noqa: E402
 from expression_finetune import load_encoder  # noqa: E402
 from expression_finetune.config import ExpressionConfig  # noqa: E402
-from expression_finetune.engine import embed_images, evaluate  # noqa: E402
-from expression_finetune.losses import margin_tensor  # noqa: E402
+from expression_finetune.engine import embed_images  # noqa: E402
+from expression_finetune.losses import accuracy_from_counts, triplet_correct, type_counts  # noqa: E402
 from expression_finetune.main import build_data  # noqa: E402
 
 
@@ -44,14 +44,13 @@ def main() -> None:
     encoders = {"bf16": load_encoder(args.checkpoint).cast_(torch.bfloat16),
                 "int8": load_encoder(args.checkpoint).quantize_int8_()}
     _, _, (images, index, types) = build_data(cfg, info, encoders["bf16"].image_size)
-    margins = margin_tensor(cfg.margins, info.device)
     feats, embs = {}, {}
     for name, enc in encoders.items():
         with torch.inference_mode():  # as test mode runs the encoder
-            acc = evaluate(enc, images, index, types, margins, info, precision="bf16")
             embs[name], feats[name] = embed_images(enc, images, info, precision="bf16", features=True)
+        acc = accuracy_from_counts(type_counts(triplet_correct(embs[name][index]), types))  # as stage 2 evaluates
         per_type = ", ".join(f"{t.split('_')[0]} {v:.3f}" for t, v in acc["per_type"].items() if v is not None)
-        print(f"[{name}] held-out triplet accuracy {acc['val/acc']:.4f} ({per_type}) on {len(types)} triplets")
+        print(f"[{name}] held-out triplet accuracy {acc['triplet_acc']:.4f} ({per_type}) on {len(types)} triplets")
     cos = F.cosine_similarity(embs["int8"], embs["bf16"])
     print(f"embedding cosine int8 vs bf16 over {len(cos)} images: mean {cos.mean():.5f}, min {cos.min():.5f}")
     if args.decoder:
