@@ -83,7 +83,8 @@ class Frozen:
         weights in the autocast dtype of `precision` (the renderer's; the encoder's linear and conv
         layers where it has `cast_`) and the renderer's activations channels_last (its transposed
         convs run ~1.5x faster on CPU). Same outputs to rounding. `quantize` 'int8': the encoder's
-        dynamic int8 path instead of its cast (`quantize_int8_`, CPU only; not the same outputs).
+        dynamic int8 path instead of its cast, its attention core in the autocast dtype
+        (`quantize_int8_`, CPU only; not the same outputs).
         A second call must ask for the same settings: none of this can be undone."""
         if quantize not in ("none", "int8"):
             raise ValueError(f"quantize must be 'none' or 'int8', got {quantize!r}")
@@ -97,7 +98,8 @@ class Frozen:
             raise ValueError(f"this encoder ({type(self.encoder).__name__}) has no int8 path; set test.quantize=none")
         dtype = autocast_dtype(precision)
         if quantize == "int8":
-            self.encoder.quantize_int8_()  # first: it refuses a non-CPU encoder before anything changed
+            # first: it refuses a non-CPU encoder before anything changed
+            self.encoder.quantize_int8_(attention_dtype=dtype or torch.float32)
         elif dtype is not None and hasattr(self.encoder, "cast_"):
             self.encoder.cast_(dtype)
         if hasattr(self.renderer, "fold_batchnorm"):

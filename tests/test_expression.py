@@ -163,7 +163,8 @@ def test_cast_encoder_stores_what_autocast_recasts_and_gives_the_same_outputs():
     torch.testing.assert_close(emb16, emb, atol=1e-5, rtol=1e-5)
 
 
-def test_int8_encoder_quantizes_the_block_linears_only_and_stays_close():
+@pytest.mark.parametrize("core", [torch.float32, torch.bfloat16])
+def test_int8_encoder_quantizes_the_block_linears_only_and_stays_close(core):
     from expression_finetune import ExpressionEncoder
 
     torch.manual_seed(0)
@@ -171,13 +172,27 @@ def test_int8_encoder_quantizes_the_block_linears_only_and_stays_close():
     x = torch.randn(8, 3, 64, 64)
     with torch.inference_mode():
         feat, emb = enc(x)
-        assert enc.quantize_int8_() is enc and enc.int8
+        assert enc.quantize_int8_(attention_dtype=core) is enc and enc.int8
         with torch.autocast("cpu", torch.bfloat16):  # int8 runs in fp32 even inside test mode's autocast
             feat8, emb8 = enc(x)
     qkv, head = enc.model.blocks[0].attn.qkv, enc.model.head
     assert type(qkv).__module__.startswith("torch.ao.nn.quantized") and type(head) is torch.nn.Linear
+    assert all(b.attn.core_dtype == (None if core == torch.float32 else core) for b in enc.model.blocks)
     assert feat8.dtype == emb8.dtype == torch.float32
     assert F.cosine_similarity(emb8, emb).min() > 0.99 and not torch.equal(emb8, emb)
+
+
+def test_attention_core_dtype_changes_only_the_core():
+    from mae_pretrain.models_mae import Attention
+
+    torch.manual_seed(0)
+    attn, x = Attention(32, 4).eval(), torch.randn(2, 10, 32)
+    with torch.inference_mode():
+        ref = attn(x)
+        attn.core_dtype = torch.bfloat16
+        out = attn(x)  # fp32 projections around a bf16 core: fp32 out, within bf16 rounding of fp32
+    assert out.dtype == torch.float32 and not torch.equal(out, ref)
+    torch.testing.assert_close(out, ref, atol=2e-2, rtol=2e-2)
 
 
 @pytest.fixture(scope="module")
