@@ -62,9 +62,10 @@ class Box:
     def area(self) -> float:
         return max(self.width, 0.0) * max(self.height, 0.0)
 
-    def scaled(self, s: float) -> Box:
-        lm = None if self.landmarks is None else self.landmarks * s
-        return Box(self.x0 * s, self.y0 * s, self.x1 * s, self.y1 * s, self.score, lm)
+    def scaled(self, s: float, dx: float = 0.0, dy: float = 0.0) -> Box:
+        """Coordinates times `s`, then shifted by (dx, dy) (e.g. from a window back to its frame)."""
+        lm = None if self.landmarks is None else self.landmarks * s + np.array([dx, dy], np.float32)
+        return Box(self.x0 * s + dx, self.y0 * s + dy, self.x1 * s + dx, self.y1 * s + dy, self.score, lm)
 
 
 class FaceDetector(Protocol):

@@ -160,6 +160,25 @@ def pick_main_face(boxes: list[Box], prev: Square | None, min_face: float = 0.0
     return max(boxes, key=lambda b: b.area * b.score)
 
 
+def detect_near(detector, rgb: np.ndarray, sq: Square, scale: float, side: int) -> list[Box]:
+    """Faces in a window of `scale` times the side of `sq` centred on it, in frame pixels.
+
+    The part of the window inside the frame is resized by the factor that makes the whole window
+    `side` pixels (never enlarged), so a tracked face reaches the detector at a fixed size whatever
+    the frame size. Cheaper than the whole frame (YuNet on 640x360 video: ~2-3 ms at 160 px
+    against ~6 for the whole frame at 320)."""
+    x0, y0, x1, y1 = Square(sq.cx, sq.cy, sq.side * scale).corners()
+    h, w = rgb.shape[:2]
+    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+    f = max(sq.side * scale / side, 1.0)  # frame pixels per detector pixel
+    if min(x1 - x0, y1 - y0) < 8 * f:  # (almost) all of the window is outside the frame
+        return []
+    part = rgb[y0:y1, x0:x1]
+    if f > 1:  # given as factors, OpenCV maps pixel x of the result to exactly x * f in `part`
+        part = cv2.resize(part, None, fx=1 / f, fy=1 / f, interpolation=cv2.INTER_AREA)
+    return [b.scaled(f, x0, y0) for b in detector.detect(part)]
+
+
 def crop_image(rgb: np.ndarray, boxes: list[Box], cfg: CropConfig
                ) -> tuple[np.ndarray | None, Box | None]:
     """Crop the main face of a single photo; (None, None) when no usable face."""

@@ -60,6 +60,12 @@ class TestModeConfig:
         detector: face detector ('auto' | 'mediapipe' | 'yunet' | 'haar') and its settings; frames are
             detected at `max_side` 320 px (4x cheaper than 640 for YuNet; small faces in wide shots
             may be missed: raise it for those).
+        detect_window: in a video, once a face is tracked, detect in a window this many track-square
+            sides wide around it, resized to `detect_window_side` px (`data.face_track.detect_near`),
+            and in the whole frame only when the window holds no face (0 = the whole frame every
+            frame). YuNet on the two 640x360 face videos: 1.9-2.8 ms per frame against 5.6-5.8 for
+            the whole frame at 320 px; the square lies 3.4% / 2.0% of its side (mean) from a 640 px
+            whole-frame detection, against 3.3% / 1.6% for the 320 px one.
         crop: square face crop and video face track (size = the encoder's input size is cheapest).
         smoothing: One-Euro filter on the rig curves (video only; image folders are never smoothed).
         expression_distance_every: measure the expression distance on every k-th frame (0 = never).
@@ -81,6 +87,8 @@ class TestModeConfig:
     out_dir: str = ""
     batch_size: int = 16
     detector: DetectorConfig = field(default_factory=lambda: DetectorConfig(max_side=320))
+    detect_window: float = 1.5
+    detect_window_side: int = 160
     crop: CropConfig = field(default_factory=CropConfig)
     smoothing: SmoothingConfig = field(default_factory=SmoothingConfig)
     expression_distance_every: int = 30
@@ -95,6 +103,9 @@ class TestModeConfig:
         if self.batch_size < 1 or min(self.expression_distance_every, self.max_frames, self.prefetch + 1) < 0:
             raise ValueError("'test.batch_size' must be >= 1, 'test.expression_distance_every' and "
                              "'test.max_frames' >= 0, 'test.prefetch' >= -1 (auto)")
+        if not (self.detect_window == 0 or self.detect_window >= 1) or self.detect_window_side < 32:
+            raise ValueError(f"'test.detect_window' must be 0 (off) or >= 1 and 'test.detect_window_side' >= 32, "
+                             f"got {self.detect_window}, {self.detect_window_side}")
         if self.quantize not in ("none", "int8"):
             raise ValueError(f"'test.quantize' must be 'none' or 'int8', got {self.quantize!r}")
         if self.preview_size < 16 or not self.image_fps > 0:

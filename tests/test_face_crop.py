@@ -20,6 +20,7 @@ from data.face_track import (
     Square,
     crop_image,
     crop_square,
+    detect_near,
     pick_main_face,
     square_from_box,
 )
@@ -81,6 +82,26 @@ def test_no_face_frames_are_held_then_marked_never_crash():
     assert first.status == MISSING and first.square is None
     crop, box = crop_image(np.zeros((20, 20, 3), np.uint8), [], cfg)
     assert crop is None and box is None
+
+
+def test_detect_near_maps_window_boxes_back_to_the_frame():
+    rgb = np.full((360, 640, 3), 60, np.uint8)
+    rgb[150:190, 300:340] = 230  # a 40 px 'face'
+    sq = square_from_box(Box(296, 154, 336, 194), 0.3)  # the track, a few pixels off
+    seen = []
+
+    class Recording(FakeDetector):
+        def detect(self, img):
+            seen.append(img.shape)
+            return super().detect(img)
+
+    (box,) = detect_near(Recording(), rgb, sq, 2.0, 64)  # window 104 px -> 64: 1.6 frame px per px
+    assert seen == [(64, 64, 3)]
+    np.testing.assert_allclose([box.x0, box.y0, box.x1, box.y1], [300, 150, 340, 190], atol=1.6)
+    (edge,) = detect_near(Recording(), rgb[:, 290:], Square(40, 170, 64), 2.0, 64)  # window half outside
+    assert seen[-1][0] == 64 and seen[-1][1] < 64  # only the part inside the frame, same scale
+    np.testing.assert_allclose([edge.x0, edge.y0, edge.x1, edge.y1], [10, 150, 50, 190], atol=2)
+    assert detect_near(FakeDetector(), rgb, Square(100, 100, 40), 2.0, 64) == []  # no face in that window
 
 
 def test_track_is_smooth_and_follows_a_move():
