@@ -64,8 +64,8 @@ class TestModeConfig:
             sides wide around it, resized to `detect_window_side` px (`data.face_track.detect_near`),
             and in the whole frame only when the window holds no face (0 = the whole frame every
             frame). YuNet on the two 640x360 face videos: 1.9-2.8 ms per frame against 5.6-5.8 for
-            the whole frame at 320 px; the square lies 3.4% / 2.0% of its side (mean) from a 640 px
-            whole-frame detection, against 3.3% / 1.6% for the 320 px one.
+            the whole frame at 320 px, with the tracked square as close to a 640 px whole-frame
+            track (0.6-2.3% of its side, mean per coordinate) as the 320 px one (0.8-2.8%).
         crop: square face crop and video face track (size = the encoder's input size is cheapest).
         smoothing: One-Euro filter on the rig curves (video only; image folders are never smoothed).
         expression_distance_every: measure the expression distance on every k-th frame (0 = never).
@@ -76,10 +76,10 @@ class TestModeConfig:
         preview_size: height in pixels of the preview's panels.
         image_fps: frame rate given to an image folder (time_s and the preview video).
         max_frames: stop after this many frames (0 = all).
-        quantize: 'none', or 'int8' for a dynamic int8 encoder on CPU (`ExpressionEncoder.quantize_int8_`):
-            at paper size on 2 cores 9.2-10.5 fps against 7.4-9.8 in bf16 (4 alternating pairs, mean
-            +13%); rigs differ by ~0.001 on the demo (`scripts/compare_int8.py`; README, "Test-mode speed
-            on CPU").
+        quantize: 'none', or 'int8' for a dynamic int8 encoder on CPU (`ExpressionEncoder.quantize_int8_`,
+            its attention core in bf16): at paper size on 2 cores 11.6-13.5 fps against 8.4-10.0 in bf16
+            (alternating runs); rigs differ by ~0.001 on the demo (`scripts/compare_int8.py`; README,
+            "Test-mode speed on CPU").
     """
     __test__ = False  # not a pytest test class
 
