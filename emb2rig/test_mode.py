@@ -61,8 +61,8 @@ class TestModeConfig:
             detected at `max_side` 320 px (4x cheaper than 640 for YuNet; small faces in wide shots
             may be missed: raise it for those).
         detect_window: in a video, once a face is tracked, detect in a window this many track-square
-            sides wide around it, resized to `detect_window_side` px (`data.face_track.detect_near`),
-            and in the whole frame only when the window holds no face (0 = the whole frame every
+            sides wide around it, scaled to at most `detect_window_side` px (`data.face_track.detect_near`),
+            and in the whole frame only when the window holds no usable face (0 = the whole frame every
             frame). YuNet on the two 640x360 face videos: 1.9-2.8 ms per frame against 5.6-5.8 for
             the whole frame at 320 px, with the tracked square as close to a 640 px whole-frame
             track (0.6-2.3% of its side, mean per coordinate) as the 320 px one (0.8-2.8%).
@@ -77,9 +77,9 @@ class TestModeConfig:
         image_fps: frame rate given to an image folder (time_s and the preview video).
         max_frames: stop after this many frames (0 = all).
         quantize: 'none', or 'int8' for a dynamic int8 encoder on CPU (`ExpressionEncoder.quantize_int8_`,
-            its attention core in bf16): at paper size on 2 cores 11.6-13.5 fps against 8.4-10.0 in bf16
-            (alternating runs); rigs differ by ~0.001 on the demo (`scripts/compare_int8.py`; README,
-            "Test-mode speed on CPU").
+            its attention core in the precision's autocast dtype): at paper size on 2 cores, 11.6-13.5
+            fps against 8.4-10.0 in bf16 (alternating runs); rigs differ by ~0.001 on the demo
+            (`scripts/compare_int8.py`; README, "Test-mode speed on CPU").
     """
     __test__ = False  # not a pytest test class
 

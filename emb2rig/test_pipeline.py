@@ -24,7 +24,16 @@ import numpy as np
 import torch
 
 from common.device import autocast
-from data.face_track import DETECTED, MISSING, FaceTracker, crop_image, crop_square, detect_near, square_from_box
+from data.face_track import (
+    DETECTED,
+    MISSING,
+    FaceTracker,
+    crop_image,
+    crop_square,
+    detect_near,
+    pick_main_face,
+    square_from_box,
+)
 from data.smoothing import OneEuroFilter
 from data.video import VIDEO_EXTS, VideoReader, is_video, iter_images
 from emb2rig.test_outputs import StepTimer, compose, frame_panel, renders_to_uint8, square_panel
@@ -67,7 +76,7 @@ def detect_frames(frames: Iterable[np.ndarray], detector, cfg: TestModeConfig, f
     """Decode ('decode'), detect, track and crop ('detect') each frame, and draw its input panel ('panel').
 
     In a video with a tracked face, the detector first looks in a window around it
-    (`cfg.detect_window`), and in the whole frame only when the window holds no face."""
+    (`cfg.detect_window`), and in the whole frame only when the window holds no usable face."""
     tracker, it, panel_wh = FaceTracker(cfg.crop, fps) if video else None, iter(frames), None
     for i in itertools.count():
         if cfg.max_frames and i >= cfg.max_frames:
@@ -80,7 +89,8 @@ def detect_frames(frames: Iterable[np.ndarray], detector, cfg: TestModeConfig, f
             boxes = []
             if video and tracker.last is not None and cfg.detect_window:  # near the tracked face first
                 boxes = detect_near(detector, rgb, tracker.last, cfg.detect_window, cfg.detect_window_side)
-            boxes = boxes or detector.detect(rgb)
+            if pick_main_face(boxes, tracker.last if video else None, cfg.crop.min_face) is None:
+                boxes = detector.detect(rgb)  # the whole frame: no window, or no usable face in it
             if video:
                 res = tracker.update(boxes)
                 status, sq = res.status, res.square

@@ -59,19 +59,24 @@ class ExpressionEncoder(nn.Module):
 
     def quantize_int8_(self, attention_dtype: torch.dtype = torch.float32) -> ExpressionEncoder:
         """CPU inference only: the transformer blocks' linear layers become dynamic int8 (int8 weights,
-        activations quantized per call; oneDNN kernels where PyTorch has them, else its default
-        engine's, fbgemm on x86; both use VNNI where the CPU has it) and the
-        encoder then runs in fp32 outside any autocast, except the attention core (q k^T, softmax,
-        @ v), which runs in `attention_dtype`: bf16 there takes ViT-B/16 on 2 cores from 1.24x to
-        ~1.4x the bf16 encoder's throughput (the fp32 core was ~30% of the int8 encoder's time).
-        Not differentiable; irreversible. Uses `torch.ao.quantization.quantize_dynamic`, deprecated
-        in favour of torchao (not a dependency here), its removal announced."""
+        activations quantized per call) and the encoder then runs in fp32 outside any autocast, except
+        the attention core (q k^T, softmax, @ v), which runs in `attention_dtype`.
+
+        On x86 with VNNI the weights are packed for PyTorch's oneDNN quantized engine (~1.15x its
+        default fbgemm on ViT-B's shapes); elsewhere for the default engine. Measured on one CPU
+        (AMD EPYC, AVX512-VNNI and -BF16, 2 cores): ViT-B/16 ~1.45x the bf16 encoder's throughput
+        with a bf16 core; an fp32 core had been ~30% of the int8 encoder's time. Not differentiable;
+        irreversible; a copy or a reload repacks the weights for the default engine (other rounding,
+        the fbgemm speed): quantize a freshly loaded encoder instead. Uses
+        `torch.ao.quantization.quantize_dynamic`, deprecated in favour of torchao (not a dependency
+        here), its removal announced."""
         device = next(self.model.parameters()).device
         if device.type != "cpu":
             raise ValueError(f"the int8 encoder runs on CPU only (oneDNN / fbgemm kernels); this one is on {device}")
         engine = torch.backends.quantized.engine
-        if "onednn" in torch.backends.quantized.supported_engines:  # the weights are packed for this engine,
-            torch.backends.quantized.engine = "onednn"  # which then runs them: ~1.15x fbgemm here (VNNI)
+        vnni = getattr(torch.cpu, "_is_vnni_supported", lambda: False)()  # x86 only (private PyTorch API)
+        if vnni and "onednn" in torch.backends.quantized.supported_engines:
+            torch.backends.quantized.engine = "onednn"  # packs the weights for oneDNN, which then runs them
         try:
             with warnings.catch_warnings():  # the API's deprecation notices (its removal is announced)
                 warnings.filterwarnings("ignore", category=DeprecationWarning)

@@ -4,9 +4,10 @@
         --decoder outputs/demo/emb2rig/checkpoint-best.pth [config overrides]
 
 Loads a stage-2 checkpoint twice: as test mode runs it in bf16 (`ExpressionEncoder.cast_`, under bf16
-autocast) and as int8 (`quantize_int8_`). On the config's held-out triplets it prints the triplet
-accuracy of each, the cosine between their embeddings of the same images and, with `--decoder`, the
-mean absolute difference between the rigs a stage-3b decoder makes from their features, per avatar.
+autocast) and as int8 with a bf16 attention core (`quantize_int8_`, as test mode in bf16). On the
+config's held-out triplets it prints the triplet accuracy of each, the cosine between their embeddings
+of the same images and, with `--decoder`, the mean absolute difference between the rigs a stage-3b
+decoder makes from their features, per avatar.
 CPU only (the int8 kernels are).
 """
 from __future__ import annotations
@@ -42,7 +43,7 @@ def main() -> None:
     cfg = load_config(ExpressionConfig, [args.config, *args.overrides])
     info = DistInfo(0, 1, 0, torch.device("cpu"))
     encoders = {"bf16": load_encoder(args.checkpoint).cast_(torch.bfloat16),
-                "int8": load_encoder(args.checkpoint).quantize_int8_()}
+                "int8": load_encoder(args.checkpoint).quantize_int8_(attention_dtype=torch.bfloat16)}  # as test mode
     _, _, (images, index, types) = build_data(cfg, info, encoders["bf16"].image_size)
     feats, embs = {}, {}
     for name, enc in encoders.items():

@@ -258,30 +258,33 @@ def test_test_mode_without_pretrained_is_refused_before_anything_is_built(monkey
         main_mod.main(cfg)
 
 
-@pytest.mark.parametrize("window", [2.0, 0.0])
-def test_video_frames_are_detected_near_the_track_first(window):
+def test_video_frames_are_detected_near_the_track_first():
     from emb2rig.test_mode import TestModeConfig
     from emb2rig.test_outputs import StepTimer
     from emb2rig.test_pipeline import detect_frames
 
-    shapes = []
+    def run(window):
+        shapes = []
 
-    class Recording(DiscDetector):
-        def detect(self, rgb):
-            shapes.append(rgb.shape[:2])
-            return super().detect(rgb)
+        class Recording(DiscDetector):
+            def detect(self, rgb):
+                shapes.append(rgb.shape[:2])
+                return super().detect(rgb)
 
-    cfg = TestModeConfig(detect_window=window, detect_window_side=48)  # crop.max_missing 5
-    items = list(detect_frames(synthetic_frames(), Recording(), cfg, 24, True, StepTimer(torch.device("cpu"))))
-    assert [it.status for it in items].count("detected") == T - len(NO_FACE)
-    if window:
-        # whole frame: frame 0; 12-17 after an empty window (the held track ends after 5 misses);
-        # 18-20 (no track). Window: 1-11, 12-17, 21-29.
-        windows = [s for s in shapes if s != (96, 128)]
-        assert len(shapes) - len(windows) == 1 + 6 + 3 and len(windows) == 11 + 6 + 9
-        assert max(max(s) for s in windows) <= 48  # the part of the window in the frame, at <= 48 px
-    else:
-        assert shapes == [(96, 128)] * T
+        cfg = TestModeConfig(detect_window=window, detect_window_side=48)  # crop.max_missing 5
+        items = list(detect_frames(synthetic_frames(), Recording(), cfg, 24, True, StepTimer(torch.device("cpu"))))
+        assert [it.status for it in items].count("detected") == T - len(NO_FACE)
+        return shapes, [it.crop.astype(int) for it in items if it.crop is not None]
+
+    shapes, whole = run(0.0)
+    assert shapes == [(96, 128)] * T
+    shapes, near = run(2.0)
+    windows = [s for s in shapes if s != (96, 128)]
+    # whole frame: frame 0; 12-17 after an empty window (the held track ends after 5 misses);
+    # 18-20 (no track). Window: 1-11, 12-17, 21-29.
+    assert len(shapes) - len(windows) == 1 + 6 + 3 and len(windows) == 11 + 6 + 9
+    assert max(max(s) for s in windows) <= 48  # the part of the window in the frame, at <= 48 px
+    assert max(np.abs(a - b).mean() for a, b in zip(near, whole)) < 6  # the same crops (wrong offsets: 20+)
 
 
 def test_prefetch_keeps_order_and_raises_errors_from_its_thread():

@@ -95,8 +95,8 @@ def test_detect_near_maps_window_boxes_back_to_the_frame():
             seen.append(img.shape)
             return super().detect(img)
 
-    (box,) = detect_near(Recording(), rgb, sq, 2.0, 64)  # window 104 px -> 64: 1.6 frame px per px
-    assert seen == [(64, 64, 3)]
+    (box,) = detect_near(Recording(), rgb, sq, 2.0, 80)  # window 128 px -> 80: 1.6 frame px per px
+    assert seen == [(80, 80, 3)]
     np.testing.assert_allclose([box.x0, box.y0, box.x1, box.y1], [300, 150, 340, 190], atol=1.6)
     (edge,) = detect_near(Recording(), rgb[:, 290:], Square(40, 170, 64), 2.0, 64)  # window half outside
     assert seen[-1][0] == 64 and seen[-1][1] < 64  # only the part inside the frame, same scale
