@@ -21,6 +21,8 @@ from torch import nn
 from common.device import autocast_dtype
 from data.face_track import square_from_norm_box
 
+QUANTIZE = ("none", "int8")  # `for_inference` encoder settings (test.quantize)
+
 
 def per_group(group: torch.Tensor, fn) -> torch.Tensor:
     """Run `fn(g, rows)` once per distinct value g of `group` (B,) on the rows holding it; return the
@@ -86,7 +88,7 @@ class Frozen:
         dynamic int8 path instead of its cast, its attention core in the autocast dtype
         (`quantize_int8_`, CPU only; not the same outputs).
         A second call must ask for the same settings: none of this can be undone."""
-        if quantize not in ("none", "int8"):
+        if quantize not in QUANTIZE:
             raise ValueError(f"quantize must be 'none' or 'int8', got {quantize!r}")
         setting = f"{precision} inference" + (" with an int8 encoder" if quantize == "int8" else "")
         if self.inference_setting is not None:

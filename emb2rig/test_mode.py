@@ -43,7 +43,7 @@ from data.face_detect import DetectorConfig, build_detector
 from data.face_track import CropConfig
 from data.smoothing import SmoothingConfig
 from data.video import write_video
-from emb2rig.frozen import load_frozen
+from emb2rig.frozen import QUANTIZE, load_frozen
 from emb2rig.models import load_decoder
 from emb2rig.test_outputs import StepTimer, write_curves
 from emb2rig.test_pipeline import PRODUCER_STEPS, Animator, detect_frames, open_source, prefetch
@@ -106,7 +106,7 @@ class TestModeConfig:
         if not (self.detect_window == 0 or self.detect_window >= 1) or self.detect_window_side < 32:
             raise ValueError(f"'test.detect_window' must be 0 (off) or >= 1 and 'test.detect_window_side' >= 32, "
                              f"got {self.detect_window}, {self.detect_window_side}")
-        if self.quantize not in ("none", "int8"):
+        if self.quantize not in QUANTIZE:
             raise ValueError(f"'test.quantize' must be 'none' or 'int8', got {self.quantize!r}")
         if self.preview_size < 16 or not self.image_fps > 0:
             raise ValueError(f"'test.preview_size' must be >= 16 and 'test.image_fps' > 0, got "

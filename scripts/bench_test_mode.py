@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywher
 
 from common.device import autocast, keep_freed_memory  # noqa: E402
 from data.face_detect import Box, build_detector  # noqa: E402
-from emb2rig.frozen import Frozen  # noqa: E402
+from emb2rig.frozen import QUANTIZE, Frozen  # noqa: E402
 from emb2rig.models import DecoderConfig, build_model  # noqa: E402
 from emb2rig.test_mode import TestModeConfig, animate  # noqa: E402
 from expression_finetune import ExpressionEncoder, build_expression_vit  # noqa: E402
@@ -86,7 +86,7 @@ def main() -> None:
     ap.add_argument("--precisions", nargs="+", default=["fp32", "bf16"])
     ap.add_argument("--expression-distance-every", type=int, default=TestModeConfig.expression_distance_every,
                     help="re-encode the renders on every k-th frame (default: test mode's)")
-    ap.add_argument("--quantize", nargs="+", default=["none"], choices=["none", "int8"],
+    ap.add_argument("--quantize", nargs="+", default=["none"], choices=QUANTIZE,
                     help="encoder settings to time, e.g. --quantize none int8 (int8: CPU only)")
     ap.add_argument("--no-malloc-tuning", action="store_true", help="leave glibc's malloc at its defaults")
     ap.add_argument("--out", type=Path, default=None, help="also write the results as JSON")
