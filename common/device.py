@@ -3,13 +3,14 @@
     dev = pick_device("auto")                       # CUDA when present, else CPU
     with autocast(dev, "bf16"): loss = model(x)     # fp32 | bf16 | fp16
     autocast_dtype("bf16")                          # torch.bfloat16 (None for fp32)
-    keep_freed_memory()                             # CPU runs: no page faults on every big tensor
+    setup_cpu(dev)                                  # every entry, once: CPU threads and malloc
     scaler = make_scaler(dev, "fp16")               # enabled only for fp16
 """
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import os
 import random
 import sys
 
@@ -51,6 +52,27 @@ def keep_freed_memory(limit: int = 1 << 30) -> bool:
     m_trim_threshold, m_mmap_threshold = -1, -3  # malloc.h
     mmap_ok = mallopt(m_mmap_threshold, limit) or mallopt(m_mmap_threshold, 32 << 20)
     return bool(mmap_ok) and bool(mallopt(m_trim_threshold, limit))
+
+
+def setup_cpu(device: torch.device, threads: int = 0) -> int:
+    """The one place that sets this process's CPU threads (and, for CPU runs, malloc); every entry calls it
+    (the training stages through `common.dist.init_distributed`, animate through `animate.main.run`).
+
+    Args:
+        device: where the networks run; on CPU, `keep_freed_memory` is applied too.
+        threads: intra-op threads; 0 = PyTorch's default (OMP_NUM_THREADS when set, else the physical
+            cores), or on CPU under torchrun with several local processes the cores shared out among
+            them (torchrun itself would set OMP_NUM_THREADS=1).
+    Returns: the number of threads now in use.
+    """
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    if threads <= 0 and device.type == "cpu" and local > 1:
+        threads = max(1, (os.cpu_count() or 1) // local)
+    if threads > 0:
+        torch.set_num_threads(threads)
+    if device.type == "cpu":
+        keep_freed_memory()
+    return torch.get_num_threads()
 
 
 def check_precision(precision: str, device: torch.device) -> None:

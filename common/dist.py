@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Dataset, DistributedSampler
 
-from common.device import keep_freed_memory, pick_device
+from common.device import pick_device, setup_cpu
 
 
 @dataclass(frozen=True)
@@ -35,14 +35,13 @@ class DistInfo:
 
 
 def init_distributed(device: str = "auto") -> DistInfo:
-    """Join the process group when launched by torchrun; otherwise a world of one. On CPU it also tunes
-    this process's malloc (`common.device.keep_freed_memory`: faster, keeps its peak memory)."""
+    """Join the process group when launched by torchrun; otherwise a world of one. Sets the CPU threads
+    and, on CPU, malloc (`common.device.setup_cpu`)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
     dev = pick_device(device)
-    if dev.type == "cpu":
-        keep_freed_memory()
+    setup_cpu(dev)
     if dev.type == "cuda":
         dev = torch.device("cuda", local)
         torch.cuda.set_device(dev)

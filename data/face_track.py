@@ -9,11 +9,16 @@ Every stage frames faces this way: stage 2 crops FEC boxes, stage 3b crops actor
 from a ``face_boxes.csv`` beside them) and avatar renders (``face_box`` in ``avatar.yaml``), and
 test mode crops detector boxes, each with the margin its config gives (``crop_face``).
 
-Over a video, ``FaceTracker`` picks the face nearest to the current track (the largest one
-when there is no track), smooths centre and side with a One-Euro filter in units of the face
-size (so the parameters do not depend on resolution), holds the last square for up to
-``max_missing`` frames without a detection, then marks frames as missing until a face
-returns (and restarts the filter there, so the track jumps rather than glides).
+Over a video, ``FaceTracker`` follows ONE person. Only faces of at least ``min_face`` pixels
+count ("usable"). While a track exists, the only face that updates it is one whose centre lies
+within one track side of the last square (the nearest, if several); every other face is ignored,
+however large. A frame without such a face is HELD (last square kept) for up to ``max_missing``
+frames; on the next one the track ends, and a new one starts at once on a usable face if there
+is one, else frames are MISSING until a face appears. Which face starts a track is the policy
+``pick`` (``FACE_PICKS``): 'largest', 'center' (nearest the frame centre) or 'track' (largest
+for the first track, then the face most like the lost one). Centre and side are smoothed by a
+One-Euro filter in units of the face size (so the parameters do not depend on resolution); it
+restarts with every new track, so the crop jumps to the new person rather than gliding.
 """
 from __future__ import annotations
 
@@ -30,6 +35,7 @@ from data.face_detect import Box
 from data.smoothing import OneEuroFilter, SmoothingConfig
 
 DETECTED, HELD, MISSING = "detected", "held", "missing"
+FACE_PICKS = ("track", "largest", "center")  # how the face that starts a track is chosen
 
 
 def _track_smoothing() -> SmoothingConfig:
@@ -75,11 +81,20 @@ class Square:
 
 @dataclass
 class TrackResult:
-    """One frame of a track: status is DETECTED, HELD or MISSING (then square is None)."""
+    """One frame of a track.
+
+    Args:
+        status: DETECTED, HELD or MISSING (then square is None).
+        square: the smoothed crop square.
+        box: the raw detection used (DETECTED only).
+        n_faces: usable faces (side >= min_face) among the frame's detections.
+        new_track: True on the frame a track starts (first acquisition or re-acquisition).
+    """
     status: str
     square: Square | None
-    box: Box | None = None  # the raw detection used (DETECTED only)
+    box: Box | None = None
     n_faces: int = 0
+    new_track: bool = False
 
 
 def face_size(box: Box) -> float:
@@ -146,18 +161,80 @@ def read_face_boxes(folders: str | Path | list) -> dict[Path, tuple[float, float
     return out
 
 
-def pick_main_face(boxes: list[Box], prev: Square | None, min_face: float = 0.0
-                   ) -> Box | None:
-    """The face nearest to ``prev`` (within one track side), else the largest confident one."""
-    boxes = [b for b in boxes if face_size(b) >= min_face]
+def check_pick(pick: str) -> str:
+    """`pick` if it names a policy of FACE_PICKS, else a ValueError listing them."""
+    if pick not in FACE_PICKS:
+        raise ValueError(f"unknown face pick '{pick}'; allowed: {', '.join(FACE_PICKS)}")
+    return pick
+
+
+def usable_faces(boxes: list[Box], min_face: float) -> list[Box]:
+    """The boxes whose face size (sqrt(w * h)) is at least `min_face` pixels."""
+    return [b for b in boxes if face_size(b) >= min_face]
+
+
+def continuing_face(boxes: list[Box], sq: Square) -> Box | None:
+    """The box whose centre is nearest to `sq`'s, if within one side of it; else None."""
     if not boxes:
         return None
-    if prev is not None:
-        dist = [math.hypot(b.center[0] - prev.cx, b.center[1] - prev.cy) for b in boxes]
-        i = int(np.argmin(dist))
-        if dist[i] < prev.side:
-            return boxes[i]
+    dist = [math.hypot(b.center[0] - sq.cx, b.center[1] - sq.cy) for b in boxes]
+    i = int(np.argmin(dist))
+    return boxes[i] if dist[i] < sq.side else None
+
+
+def largest_face(boxes: list[Box]) -> Box:
+    """The box with the largest area * score (the most prominent confident face)."""
     return max(boxes, key=lambda b: b.area * b.score)
+
+
+def most_central_face(boxes: list[Box], frame_size: tuple[int, int] | None) -> Box:
+    """The box whose centre is nearest the centre of a (width, height) frame."""
+    if frame_size is None:
+        raise ValueError("face pick 'center' needs the frame size (width, height)")
+    fx, fy = frame_size[0] / 2, frame_size[1] / 2
+    return min(boxes, key=lambda b: math.hypot(b.center[0] - fx, b.center[1] - fy))
+
+
+def most_similar_face(boxes: list[Box], lost: Square, margin: float) -> Box:
+    """The box most like the lost track: centre distance in lost sides + |log(side / lost side)|."""
+    def unlikeness(b: Box) -> float:
+        sq = square_from_box(b, margin)
+        dist = math.hypot(sq.cx - lost.cx, sq.cy - lost.cy) / lost.side
+        return dist + abs(math.log(max(sq.side, 1e-6) / lost.side))
+    return min(boxes, key=unlikeness)
+
+
+def choose_face(boxes: list[Box], pick: str, frame_size: tuple[int, int] | None = None,
+                lost: Square | None = None, margin: float = 0.0) -> Box | None:
+    """The face that starts a track, by policy; None when `boxes` is empty.
+
+    Args:
+        boxes: usable faces of the frame.
+        pick: one of FACE_PICKS.
+        frame_size: (width, height) of the frame, needed by 'center'.
+        lost: last square of the previous track, if any ('track' prefers a face like it).
+        margin: crop margin, to compare a box's square with `lost`.
+    """
+    check_pick(pick)
+    if not boxes:
+        return None
+    if pick == "center":
+        return most_central_face(boxes, frame_size)
+    if pick == "track" and lost is not None:
+        return most_similar_face(boxes, lost, margin)
+    return largest_face(boxes)
+
+
+def pick_main_face(boxes: list[Box], prev: Square | None, min_face: float = 0.0
+                   ) -> Box | None:
+    """The usable face nearest to ``prev`` (within one track side), else the largest one; None
+    only when no face is usable. (``FaceTracker`` no longer falls back to the largest face while it
+    holds a track; ``FaceTracker.match`` says whether the boxes continue it.)"""
+    boxes = usable_faces(boxes, min_face)
+    if not boxes:
+        return None
+    near = continuing_face(boxes, prev) if prev is not None else None
+    return near if near is not None else largest_face(boxes)
 
 
 def detect_near(detector, rgb: np.ndarray, sq: Square, scale: float, side: int) -> list[Box]:
@@ -179,51 +256,88 @@ def detect_near(detector, rgb: np.ndarray, sq: Square, scale: float, side: int) 
     return [b.scaled(f, x0, y0) for b in detector.detect(part)]
 
 
-def crop_image(rgb: np.ndarray, boxes: list[Box], cfg: CropConfig
+def crop_image(rgb: np.ndarray, boxes: list[Box], cfg: CropConfig, pick: str = "largest"
                ) -> tuple[np.ndarray | None, Box | None]:
-    """Crop the main face of a single photo; (None, None) when no usable face."""
-    box = pick_main_face(boxes, None, cfg.min_face)
+    """Crop the main face of a single photo; (None, None) when no usable face.
+
+    Args:
+        rgb: (H, W, 3) uint8 image.
+        boxes: its detections.
+        cfg: crop settings (size, margin, min_face).
+        pick: one of FACE_PICKS ('track' means 'largest' for a single image).
+    """
+    box = choose_face(usable_faces(boxes, cfg.min_face), pick, (rgb.shape[1], rgb.shape[0]))
     if box is None:
         return None, None
     return crop_square(rgb, square_from_box(box, cfg.margin), cfg.size), box
 
 
 class FaceTracker:
-    """Smoothed square track of the main face over consecutive frames.
+    """Smoothed square track of ONE main face over consecutive frames.
 
     Args:
-        cfg: crop settings (margin, max_missing, track smoothing).
-        fps: frame rate of the video (the filter works in seconds).
-    Call ``update(boxes)`` once per frame, in order, with that frame's detections.
+        cfg: crop settings (margin, max_missing, min_face, track smoothing).
+        fps: frame rate of the video (the filter works in seconds; the step when no time is given).
+        pick: one of FACE_PICKS, how the face that starts a track is chosen.
+    Call ``update(boxes, t, frame_size)`` once per frame, in order, with that frame's detections.
     """
 
-    def __init__(self, cfg: CropConfig, fps: float):
-        self.cfg = cfg
+    def __init__(self, cfg: CropConfig, fps: float, pick: str = "track"):
+        self.cfg, self.pick = cfg, check_pick(pick)
         self.filter = OneEuroFilter.from_config(cfg.track, fps)
-        self.last: Square | None = None  # last smoothed square
-        self.missing = 0                 # consecutive frames without a detection
+        self.last: Square | None = None  # last smoothed square of the current track (None: no track)
+        self.lost: Square | None = None  # last square of the previous track ('track' re-acquisition)
+        self.missing = 0                 # consecutive frames without the tracked face
         self.ref = 1.0                   # face-size unit of the filter state (pixels)
 
-    def update(self, boxes: list[Box]) -> TrackResult:
-        box = pick_main_face(boxes, self.last, self.cfg.min_face)
-        if box is None:
+    def match(self, boxes: list[Box]) -> Box | None:
+        """The usable box that would continue the current track; None without a track or near face."""
+        if self.last is None:
+            return None
+        return continuing_face(usable_faces(boxes, self.cfg.min_face), self.last)
+
+    def update(self, boxes: list[Box], t: float | None = None,
+               frame_size: tuple[int, int] | None = None) -> TrackResult:
+        """Advance the track by one frame.
+
+        Args:
+            boxes: the frame's detections, in frame pixels.
+            t: presentation time of the frame in seconds (None: one 1 / fps step after the last
+                detected frame of the track).
+            frame_size: (width, height) of the frame; needed by pick='center'.
+        """
+        faces = usable_faces(boxes, self.cfg.min_face)
+        if self.last is not None:
+            box = continuing_face(faces, self.last)
+            if box is not None:
+                return self._follow(box, t, len(faces))
             self.missing += 1
-            if self.last is not None and self.missing <= self.cfg.max_missing:
-                return TrackResult(HELD, self.last, None, len(boxes))
-            self.last = None
-            self.filter.reset()
-            return TrackResult(MISSING, None, None, len(boxes))
+            if self.missing <= self.cfg.max_missing:
+                return TrackResult(HELD, self.last, None, len(faces))
+            self.lost, self.last = self.last, None  # the hold ran out: the track ends here
+        box = choose_face(faces, self.pick, frame_size, self.lost, self.cfg.margin)
+        if box is None:
+            return TrackResult(MISSING, None, None, len(faces))
+        return self._start(box, t, len(faces))
+
+    def _start(self, box: Box, t: float | None, n_faces: int) -> TrackResult:
+        """A new track on `box`: the filter restarts in its units and the square is its raw one."""
         raw = square_from_box(box, self.cfg.margin)
-        if self.last is None:  # new track: restart the filter in this face's units
-            self.filter.reset()
-            self.ref = raw.side
+        self.filter.reset()
+        self.ref = raw.side
+        self.filter(np.array([raw.cx, raw.cy, raw.side]) / self.ref, t)  # (3,) seeds the state
+        self.missing, self.last = 0, raw
+        return TrackResult(DETECTED, raw, box, n_faces, new_track=True)
+
+    def _follow(self, box: Box, t: float | None, n_faces: int) -> TrackResult:
+        """Continue the track with `box`, smoothed."""
+        raw = square_from_box(box, self.cfg.margin)
+        sq = raw
         if self.cfg.track.enabled:
-            v = self.filter(np.array([raw.cx, raw.cy, raw.side]) / self.ref)  # (3,)
+            v = self.filter(np.array([raw.cx, raw.cy, raw.side]) / self.ref, t)  # (3,) in face sizes
             sq = Square(*(float(x) for x in v * self.ref))
-        else:
-            sq = raw
         self.missing, self.last = 0, sq
-        return TrackResult(DETECTED, sq, box, len(boxes))
+        return TrackResult(DETECTED, sq, box, n_faces)
 
 
 def preview_frame(rgb: np.ndarray, res: TrackResult, crop: np.ndarray | None) -> np.ndarray:

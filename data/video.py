@@ -2,7 +2,10 @@
 
 - ``VideoReader(path)``: frame-by-frame RGB iterator over any mp4/mov/avi/mkv/webm that the
   FFmpeg inside OpenCV decodes; never loads the whole video. Rotation metadata (phone videos)
-  is applied, so a vertical video yields vertical frames.
+  is applied, so a vertical video yields vertical frames. ``VideoReader.timed()`` also gives
+  each frame's real presentation time, and ``truncated`` tells when a file stops part-way.
+- ``retime(timed_frames, fps)``: turns (time, frame) pairs of a variable-frame-rate clip into a
+  constant-rate sequence, so a preview written at ``fps`` stays in sync with the source.
 - ``write_video(path, frames, fps)``: H.264 mp4 (libx264, yuv420p) through imageio-ffmpeg, so
   the result plays in browsers; ``cv2.VideoWriter`` can only write mp4v.
 - ``iter_images(folder)``: RGB images of a folder tree, EXIF orientation applied, unreadable
@@ -13,13 +16,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator
+from contextlib import closing
 from pathlib import Path
+from typing import TypeVar
 
 import cv2
 import numpy as np
 
 VIDEO_EXTS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+T = TypeVar("T")
+_NOTHING = object()  # "no frame yet" in retime(), where a frame may be any object, even None
+_TIME_TOL = 1e-6  # seconds: a frame time this close to a retime() deadline counts as on time
 
 
 class VideoError(RuntimeError):
@@ -31,17 +39,26 @@ def is_video(path: str | Path) -> bool:
 
 
 class VideoReader:
-    """Iterate over the RGB frames of a video file, one at a time.
+    """Iterate over the RGB frames of a video file, one at a time, with their presentation times.
+
+    Iterating yields frames; ``timed()`` yields ``(t_seconds, frame)``, which a variable-frame-rate
+    clip (most phone videos) needs: its frames are not ``1 / fps`` apart.
 
     Args:
         path: video file.
     Attributes:
-        fps: frames per second from the container (falls back to 30.0 when missing).
-        frame_count: number of frames the container declares (may be approximate; the real
-            count is ``frames_read`` after a full pass).
+        fps: nominal frames per second from the container (30.0 when missing). For a variable-frame-rate
+            clip this is an average or a guess; use ``timed()`` for the real frame times.
+        frames_expected: number of frames the container declares, 0 when unknown. mp4/mov store an
+            exact count; for mkv/webm OpenCV estimates it as duration * fps. ``frame_count`` and
+            ``len(reader)`` give the same number (older names).
         size: (width, height) of the decoded, rotation-corrected frames.
-        frames_read: frames yielded by the last pass.
-        truncated: True when the last pass ended clearly before ``frame_count``.
+        frames_read: frames decoded by the last pass (the real count after a full pass).
+        truncated: set when a pass reaches the end of the decodable frames: True when decoding stopped
+            clearly before the declared end (a cut download or an interrupted recording): both the
+            frames decoded and the time reached cover less than 90% - 2 of ``frames_expected`` (see
+            ``_stopped_early``). False before a full pass, after a pass the caller stopped early, and
+            when the count is unknown.
     Raises:
         VideoError: the file is missing, not a video, or no frame can be decoded.
     """
@@ -65,6 +82,11 @@ class VideoReader:
         self.frames_read = 0
         self.truncated = False
 
+    @property
+    def frames_expected(self) -> int:
+        """Frames the container declares, 0 when unknown (the same as ``frame_count``)."""
+        return self.frame_count
+
     def _open(self) -> cv2.VideoCapture:
         cap = cv2.VideoCapture(str(self.path))
         if not cap.isOpened():
@@ -77,23 +99,101 @@ class VideoReader:
         return self.frame_count
 
     def __iter__(self) -> Iterator[np.ndarray]:
+        with closing(self.timed()) as frames:  # closing this generator closes the decoder too
+            for _, rgb in frames:
+                yield rgb
+
+    def timed(self) -> Iterator[tuple[float, np.ndarray]]:
+        """Yield ``(t, rgb)`` for each frame: its presentation time in seconds and the (H, W, 3) RGB frame.
+
+        Times come from the decoder: OpenCV's ``CAP_PROP_POS_MSEC`` read right after ``read()`` is the
+        presentation time (PTS) of the frame just decoded, also for variable-frame-rate clips and
+        with B-frames. They are shifted so that the first frame is at 0.0: some containers start at a
+        non-zero time (OpenCV already removes the stream start of mp4/mov, but not of mkv). A missing,
+        non-finite or non-increasing time is replaced by the previous time + 1 / fps.
+        """
         cap = self._open()
-        self.frames_read = 0
+        self.frames_read, self.truncated = 0, False
+        start, t = 0.0, 0.0
         try:
             while True:
                 ok, bgr = cap.read()
                 if not ok or bgr is None:
                     break
+                pts = cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+                if self.frames_read == 0:
+                    start = pts if math.isfinite(pts) else 0.0
+                else:
+                    t = _next_time(pts - start, t, self.fps)
                 self.frames_read += 1
-                yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)  # (H, W, 3) uint8 RGB
+                yield t, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)  # (H, W, 3) uint8 RGB
+            self.truncated = _stopped_early(self.frames_read, start + t, self.frame_count, self.fps)
         finally:
             cap.release()
-            # containers often over-declare by a few frames; only a clear shortfall counts
-            self.truncated = self.frames_read < 0.9 * self.frame_count - 2
 
     def __repr__(self) -> str:
         return (f"VideoReader({str(self.path)!r}, fps={self.fps:.3f}, "
                 f"frames={self.frame_count}, size={self.size})")
+
+
+def _next_time(t: float, prev: float, fps: float) -> float:
+    """``t`` when it is a usable frame time after ``prev``, else ``prev`` + one nominal period.
+
+    Args:
+        t: decoder time of this frame in seconds (OpenCV reports 0 when the frame has none).
+        prev: time of the previous frame.
+        fps: nominal frame rate, for the fallback.
+    """
+    return t if math.isfinite(t) and t > prev else prev + 1.0 / fps
+
+
+def _stopped_early(frames_read: int, end_s: float, frames_expected: int, fps: float) -> bool:
+    """Whether a full decoding pass ended clearly before the end the container declares.
+
+    Both the frame count and the time reached must fall short of ``frames_expected`` by more than
+    10% + 2 frames (containers often over-declare by a few frames). The time test counts the frames
+    that ``end_s`` covers at the nominal rate; it keeps a variable-frame-rate mkv/webm, whose count
+    OpenCV only estimates as duration * fps, from being reported as truncated.
+
+    Args:
+        frames_read: frames decoded.
+        end_s: time of the last decoded frame on the container's timeline (seconds).
+        frames_expected: declared frame count; 0 (unknown) never reports truncation.
+        fps: nominal frame rate.
+    """
+    if frames_expected <= 0:
+        return False
+    enough = 0.9 * frames_expected - 2
+    return frames_read < enough and end_s * fps + 1 < enough
+
+
+def retime(timed_frames: Iterable[tuple[float, T]], fps: float) -> Iterator[T]:
+    """Resample ``(t, frame)`` pairs to a constant rate, e.g. for an mp4 preview of a variable-rate clip.
+
+    Output frame k stands for time k / fps and is the latest input frame with t <= (k + 0.5) / fps,
+    i.e. the frame on screen in the middle of its display period: input frames closer together than
+    a period are dropped, and a gap is filled by repeating the frame before it, so the output
+    written at ``fps`` plays in sync with the source. Output slots before the first input frame
+    repeat it (there are none when times start at 0). The output ends with the first slot that shows
+    the last input frame. Streams: holds one input frame at a time.
+
+    Args:
+        timed_frames: (t, frame) pairs, t in seconds and increasing; frames can be any objects.
+        fps: output frame rate (> 0).
+    Yields:
+        the frames, one per output period 1 / fps.
+    """
+    if not fps > 0:
+        raise ValueError(f"retime needs fps > 0, got {fps}")
+    held, k = _NOTHING, 0
+    for t, frame in timed_frames:
+        # slots whose deadline comes before t are final: they show the held frame
+        while held is not _NOTHING and t > (k + 0.5) / fps + _TIME_TOL:
+            yield held
+            k += 1
+        held = frame
+    if held is not _NOTHING:
+        yield held
 
 
 def _even(frame: np.ndarray) -> np.ndarray:
@@ -150,6 +250,19 @@ def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: float,
     return n
 
 
+def read_image(path: str | Path) -> np.ndarray:
+    """An image file as RGB uint8 (H, W, 3), EXIF orientation applied; raises on an unreadable file."""
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as im:
+        return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """The image files under ``folder`` (any depth), sorted by path."""
+    return sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
+
+
 def iter_images(folder: str | Path, skipped: list | None = None
                 ) -> Iterator[tuple[Path, np.ndarray]]:
     """Yield (path, RGB uint8 (H, W, 3)) for every image under ``folder``, sorted by path.
@@ -157,15 +270,12 @@ def iter_images(folder: str | Path, skipped: list | None = None
     EXIF orientation is applied. Unreadable files are skipped; when ``skipped`` is a list,
     ``(path, reason)`` is appended for each of them.
     """
-    from PIL import Image, ImageOps
-
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"image folder not found: {folder}")
-    for p in sorted(q for q in folder.rglob("*") if q.suffix.lower() in IMAGE_EXTS):
+    for p in list_images(folder):
         try:
-            with Image.open(p) as im:
-                rgb = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+            rgb = read_image(p)
         except Exception as e:  # noqa: BLE001 - any decoder failure means "skip this file"
             if skipped is not None:
                 skipped.append((p, f"unreadable image: {type(e).__name__}: {e}"))

@@ -9,10 +9,8 @@ from dataclasses import dataclass, field
 
 from common.config import check_choice
 from common.device import PRECISIONS
-from data.face_track import CropConfig
 from emb2rig.losses import LossConfig
 from emb2rig.models import DecoderConfig
-from emb2rig.test_mode import TestModeConfig
 
 
 @dataclass
@@ -30,11 +28,11 @@ class DiscConfig:
 
 @dataclass
 class Emb2RigConfig:
-    """Everything `python train_emb2rig_multichar.py` reads.
+    """The stage-3b training config (`python train_emb2rig_multichar.py` adds its test mode to it:
+    `animate.config.Emb2RigCommand`).
 
     Args:
-        mode: 'train', or 'test' (drive avatars from images / video; needs `pretrained`).
-        pretrained: a stage-3b checkpoint; initial weights in train mode, the model in test mode.
+        pretrained: a stage-3b checkpoint: initial weights (in the script's test mode, the model).
         encoder: stage-2 expression encoder checkpoint (frozen).
         renderer: stage-3a renderer checkpoint (frozen; must know every avatar in `avatars`).
         data_root: folder holding the face folders and the avatars.
@@ -42,18 +40,15 @@ class Emb2RigConfig:
         avatars_root: avatar folders (`<name>/rigs.csv`, `avatar.yaml`) under data_root.
         avatars: avatar names to train on, in decoder order ([] = every avatar folder, sorted).
         crop_margin: face-crop margin (`data.face_track`) for the actor faces (boxes from each face
-            folder's `face_boxes.csv`), the avatar renders (`face_box` in `avatar.yaml`) and test mode's
-            detector boxes alike; use the stage-2 encoder's `crop_margin`. Test mode frames faces with
-            the margin stored in the `pretrained` checkpoint.
+            folder's `face_boxes.csv`) and the avatar renders (`face_box` in `avatar.yaml`); use the
+            stage-2 encoder's `crop_margin`. Stored in the checkpoint: animate frames detected faces with it.
         val_fraction: share of face actors and avatar rows held out for validation.
         val_samples: validate on this many held-out samples, evenly spaced over faces then renders
             (0 = all); the same subset every epoch.
         targets_per_sample: target avatars each sample is decoded for (renders: their own first).
         steps_per_epoch: 0 = one pass over the mixed training set per epoch.
         lr / min_lr / warmup_steps / weight_decay: AdamW with warm-up + cosine, per step.
-        test: test-mode settings (input video / image folder, crop, smoothing, preview; see emb2rig.test_mode).
     """
-    mode: str = "train"
     output_dir: str = "outputs/emb2rig"
     pretrained: str = ""
     encoder: str = "checkpoints/expression/checkpoint-best.pth"
@@ -80,19 +75,11 @@ class Emb2RigConfig:
     model: DecoderConfig = field(default_factory=DecoderConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     disc: DiscConfig = field(default_factory=DiscConfig)
-    test: TestModeConfig = field(default_factory=TestModeConfig)
 
     def __post_init__(self):
-        check_choice("mode", self.mode, ["train", "test"])
         check_choice("precision", self.precision, list(PRECISIONS))
-        if self.mode == "test" and not self.pretrained:
-            raise ValueError("mode 'test' needs 'pretrained' (a trained stage-3b checkpoint, e.g. "
-                             "pretrained=outputs/demo/emb2rig/checkpoint-best.pth)")
         if self.crop_margin < 0:
             raise ValueError(f"'crop_margin' must be >= 0, got {self.crop_margin}")
-        if self.test.crop.margin not in (CropConfig.margin, self.crop_margin):
-            raise ValueError(f"test.crop.margin={self.test.crop.margin} differs from crop_margin={self.crop_margin}: "
-                             "set crop_margin only (it frames faces in training and test mode alike)")
         if self.targets_per_sample < 1:
             raise ValueError(f"'targets_per_sample' must be >= 1, got {self.targets_per_sample}")
         if not 0 < self.val_fraction < 1:

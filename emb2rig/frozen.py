@@ -18,10 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.device import autocast_dtype
 from data.face_track import square_from_norm_box
-
-QUANTIZE = ("none", "int8")  # `for_inference` encoder settings (test.quantize)
 
 
 def per_group(group: torch.Tensor, fn) -> torch.Tensor:
@@ -72,45 +69,10 @@ class Frozen:
         for p in [*encoder.parameters(), *renderer.parameters()]:
             p.requires_grad_(False)
         self.names, self.n_controls = list(names), [len(c) for c in controls]
-        self.inference_setting: str | None = None  # set by `for_inference`
         self.image_size = int(renderer.image_size)
         boxes = face_boxes or [None] * len(names)
         S = self.image_size
         self.corners = [square_from_norm_box(b, S, S, margin).corners() if b is not None else None for b in boxes]
-
-    def for_inference(self, precision: str, quantize: str = "none") -> Frozen:
-        """Test mode, where no gradient passes any more; changes the networks in place, once.
-
-        Folds the renderer's BatchNorm into its convs (where it has `fold_batchnorm`), stores the
-        weights in the autocast dtype of `precision` (the renderer's; the encoder's linear and conv
-        layers where it has `cast_`) and the renderer's activations channels_last (its transposed
-        convs run ~1.5x faster on CPU). Same outputs to rounding. `quantize` 'int8': the encoder's
-        dynamic int8 path instead of its cast, its attention core in the autocast dtype
-        (`quantize_int8_`, CPU only; not the same outputs).
-        A second call must ask for the same settings: none of this can be undone."""
-        if quantize not in QUANTIZE:
-            raise ValueError(f"quantize must be 'none' or 'int8', got {quantize!r}")
-        setting = f"{precision} inference" + (" with an int8 encoder" if quantize == "int8" else "")
-        if self.inference_setting is not None:
-            if setting != self.inference_setting:
-                raise ValueError(f"these frozen networks were prepared for {self.inference_setting}; "
-                                 f"load them again for {setting}")
-            return self
-        if quantize == "int8" and not hasattr(self.encoder, "quantize_int8_"):
-            raise ValueError(f"this encoder ({type(self.encoder).__name__}) has no int8 path; set test.quantize=none")
-        dtype = autocast_dtype(precision)
-        if quantize == "int8":
-            # first: it refuses a non-CPU encoder before anything changed
-            self.encoder.quantize_int8_(attention_dtype=dtype or torch.float32)
-        elif dtype is not None and hasattr(self.encoder, "cast_"):
-            self.encoder.cast_(dtype)
-        if hasattr(self.renderer, "fold_batchnorm"):
-            self.renderer.fold_batchnorm()
-        if dtype is not None:
-            self.renderer.to(dtype)
-        self.renderer.to(memory_format=torch.channels_last)
-        self.inference_setting = setting
-        return self
 
     def encoder_input(self, img01: torch.Tensor, avatar: torch.Tensor | None = None) -> torch.Tensor:
         """(B, 3, S, S) images in [0, 1] -> (B, 3, s, s) encoder input. `avatar` (B,) marks avatar
@@ -139,18 +101,18 @@ class Frozen:
 
 
 @torch.no_grad()
-def reference_images(frozen: Frozen, rigs: list[np.ndarray], device: torch.device) -> torch.Tensor:
-    """Each avatar's reference image: the renderer's output at the per-control median of its
-    training rigs (the avatar format has no neutral pose; the median rig is its stand-in).
+def reference_images(frozen: Frozen, rigs: list, device: torch.device) -> torch.Tensor:
+    """Each avatar's reference image: the renderer's output at its reference rig (stage 3b uses the
+    per-control median of the avatar's training rigs: the avatar format has no neutral pose).
 
     Args:
-        rigs: per avatar, (N_a, n_a) training rigs.
+        rigs: per avatar, its (n_a,) reference rig.
     Returns: (A, 3, S, S) in [0, 1].
     """
     imgs = []
     for a, r in enumerate(rigs):
-        med = torch.from_numpy(np.median(r, axis=0)).float().to(device)[None]  # (1, n_a)
-        imgs.append(frozen.renderer.render(med, frozen.names[a]))
+        rig = torch.as_tensor(np.asarray(r, np.float32), device=device)[None]  # (1, n_a)
+        imgs.append(frozen.renderer.render(rig, frozen.names[a]))
     return torch.cat(imgs)
 
 

@@ -5,7 +5,9 @@
 The run folder gets config.yaml, run.json, metrics.jsonl, curves.png, checkpoint-{last,best}.pth
 (best = lowest val/total), references.png (each avatar's reference image, the input of the
 identity encoder), samples.png (held-out inputs | renders of their decoded rigs per avatar) and
-summary.json. A finished run exits at once ("already complete"); an interrupted one resumes.
+summary.json. The checkpoint also holds what animate needs to run it and to check that it is given the
+same frozen networks: avatars, controls, face boxes, and the reference rigs and renders (`references`).
+A finished run exits at once ("already complete"); an interrupted one resumes.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import math
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from torchvision.utils import save_image
@@ -31,7 +34,6 @@ from emb2rig.discriminator import MultiScalePatchGAN
 from emb2rig.engine import evaluate, train_one_epoch
 from emb2rig.frozen import load_frozen, reference_features, reference_images
 from emb2rig.models import build_model
-from emb2rig.test_mode import run_test_mode
 
 
 def _loader(ds, cfg: Emb2RigConfig, info, train: bool):
@@ -55,9 +57,7 @@ def save_samples(model, frozen, ds, path: Path, device, n: int = 8) -> None:
 
 
 def main(cfg: Emb2RigConfig) -> dict | None:
-    """Train (or, with `mode: test`, run test mode) stage 3b as configured; returns the summary dict on rank 0."""
-    if cfg.mode == "test":
-        return run_test_mode(cfg)
+    """Train stage 3b as configured; returns the summary dict on rank 0."""
     info = init_distributed(cfg.device)
     seed_everything(cfg.seed + info.rank)
     run_dir = prepare_run_dir(cfg.output_dir, cfg, info.is_main)
@@ -69,7 +69,8 @@ def main(cfg: Emb2RigConfig) -> dict | None:
     train_set, val_set = build_sets(avatars, [root / f for f in cfg.faces], frozen.image_size, cfg.val_fraction,
                                     cfg.crop_margin)
     own_rigs = [train_set.rig[train_set.source == k, :len(c)].numpy() for k, c in enumerate(controls)]
-    refs = reference_images(frozen, own_rigs, info.device)  # (A, 3, S, S)
+    ref_rigs = [np.median(r, axis=0) for r in own_rigs]  # each (n_a,): the reference pose
+    refs = reference_images(frozen, ref_rigs, info.device)  # (A, 3, S, S)
     model = build_model(reference_features(frozen, refs), [len(c) for c in controls], cfg.model,
                         [torch.from_numpy(r.mean(0)) for r in own_rigs]).to(info.device)
     if cfg.pretrained:
@@ -124,7 +125,8 @@ def main(cfg: Emb2RigConfig) -> dict | None:
             print(f"[emb2rig] epoch {epoch}: " + ", ".join(f"{k} {v:.4g}" for k, v in stats.items()))
             state = {"model": unwrap(model).state_dict(), "optimizer": opt.state_dict(), "scaler": scaler.state_dict(),
                      "epoch": epoch, "step": step, "best_metric": best, "config": to_dict(cfg), "rng": rng_state(),
-                     "avatars": names, "controls": controls, "face_boxes": face_boxes}
+                     "avatars": names, "controls": controls, "face_boxes": face_boxes,
+                     "references": {"rigs": [r.tolist() for r in ref_rigs], "images": refs.half().cpu()}}
             if disc is not None:
                 state.update(disc=disc.state_dict(), optimizer_d=opt_d.state_dict(), scaler_d=scaler_d.state_dict())
             save_training_state(run_dir, state, is_best)

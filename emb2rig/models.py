@@ -178,15 +178,19 @@ def build_model(ref_feats: torch.Tensor, n_controls: list[int], cfg: DecoderConf
 
 
 def load_decoder(path: str | Path, device: str | torch.device = "cpu") -> tuple[Emb2Rig, dict]:
-    """A trained stage-3b model (eval mode) and its metadata {'avatars': names, 'controls': lists,
-    'face_boxes': each avatar's face box or None, 'crop_margin': the face-crop margin it was trained with}."""
+    """A trained stage-3b model (eval mode) and its metadata: 'avatars' (names), 'controls' (lists),
+    'face_boxes' (each avatar's face box or None), 'crop_margin' (the face-crop margin it was trained
+    with), 'encoder' / 'renderer' (the frozen checkpoints it was trained through, as configured) and
+    'references' ({'rigs', 'images'} of each avatar's reference pose; None in checkpoints that predate it)."""
     ck = load_checkpoint(path, map_location=device)
     if "avatars" not in ck or "config" not in ck:
         raise ValueError(f"'{path}' is not a stage-3b (emb2rig) checkpoint; use the run's checkpoint-best.pth")
     sd = clean_state_dict(ck)
     model = build_model(sd["ids.ref_feats"], sd["n_controls"].tolist(), DecoderConfig(**ck["config"]["model"]))
     model.load_state_dict(sd)
-    names = list(ck["avatars"])
+    names, cfg = list(ck["avatars"]), ck["config"]
     return model.to(device).eval(), {"avatars": names, "controls": [list(c) for c in ck["controls"]],
                                      "face_boxes": list(ck.get("face_boxes") or [None] * len(names)),
-                                     "crop_margin": float(ck["config"].get("crop_margin", 0.3))}
+                                     "crop_margin": float(cfg.get("crop_margin", 0.3)),
+                                     "encoder": cfg.get("encoder", ""), "renderer": cfg.get("renderer", ""),
+                                     "references": ck.get("references")}

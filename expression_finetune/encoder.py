@@ -10,7 +10,6 @@ decoder through it (expression-perceptual loss).
 """
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import torch
@@ -37,7 +36,6 @@ class ExpressionEncoder(nn.Module):
         self.model, self.crop_margin = model, crop_margin
         self.image_size, self.feature_dim, self.emb_dim = model.image_size, model.feature_dim, model.emb_dim
         self._pil_transform = eval_transform(self.image_size)
-        self.int8 = False  # see `quantize_int8_`
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.train(False)
@@ -45,51 +43,6 @@ class ExpressionEncoder(nn.Module):
     def train(self, mode: bool = True) -> ExpressionEncoder:
         """Always eval mode: a frozen encoder must not switch on drop-path inside a training model."""
         return super().train(False)
-
-    def cast_(self, dtype: torch.dtype) -> ExpressionEncoder:
-        """Inference only: store the weights of the linear and conv layers in `dtype` (bf16 / fp16), the
-        ones autocast would otherwise recast on every call (~1.03x the encoder's throughput in bf16 on
-        CPU; bit-identical outputs). Norms, position embedding, class token and embedding head stay
-        fp32, so the residual stream and the outputs keep the precision they have under autocast.
-        Irreversible."""
-        for m in self.model.modules():
-            if isinstance(m, (nn.Linear, nn.Conv2d)) and m is not self.model.head:
-                m.to(dtype)
-        return self
-
-    def quantize_int8_(self, attention_dtype: torch.dtype = torch.float32) -> ExpressionEncoder:
-        """CPU inference only: the transformer blocks' linear layers become dynamic int8 (int8 weights,
-        activations quantized per call) and the encoder then runs in fp32 outside any autocast, except
-        the attention core (q k^T, softmax, @ v), which runs in `attention_dtype`.
-
-        On x86 with VNNI the weights are packed for PyTorch's oneDNN quantized engine (~1.15x its
-        default fbgemm on ViT-B's shapes); elsewhere for the default engine. Measured on one CPU
-        (AMD EPYC, AVX512-VNNI and -BF16, 2 cores): ViT-B/16 ~1.45x the bf16 encoder's throughput
-        with a bf16 core; an fp32 core had been ~30% of the int8 encoder's time. Not differentiable;
-        irreversible; a copy or a reload repacks the weights for the default engine (other rounding,
-        the fbgemm speed): quantize a freshly loaded encoder instead. Uses
-        `torch.ao.quantization.quantize_dynamic`, deprecated in favour of torchao (not a dependency
-        here), its removal announced."""
-        device = next(self.model.parameters()).device
-        if device.type != "cpu":
-            raise ValueError(f"the int8 encoder runs on CPU only (oneDNN / fbgemm kernels); this one is on {device}")
-        engine = torch.backends.quantized.engine
-        vnni = getattr(torch.cpu, "_is_vnni_supported", lambda: False)()  # x86 only (private PyTorch API)
-        if vnni and "onednn" in torch.backends.quantized.supported_engines:
-            torch.backends.quantized.engine = "onednn"  # packs the weights for oneDNN, which then runs them
-        try:
-            with warnings.catch_warnings():  # the API's deprecation notices (its removal is announced)
-                warnings.filterwarnings("ignore", category=DeprecationWarning)
-                warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor")
-                torch.ao.quantization.quantize_dynamic(self.model.blocks, {nn.Linear}, dtype=torch.qint8,
-                                                       inplace=True)
-        finally:
-            torch.backends.quantized.engine = engine
-        for m in self.model.modules():
-            if hasattr(m, "core_dtype"):
-                m.core_dtype = None if attention_dtype == torch.float32 else attention_dtype
-        self.int8 = True
-        return self
 
     def preprocess(self, x: Image.Image | torch.Tensor) -> torch.Tensor:
         """The deterministic eval transform (resize short side, centre crop, face-normalise).
@@ -106,9 +59,6 @@ class ExpressionEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, 3, S, S) preprocessed images -> ((N, D) pooled feature, (N, emb_dim) L2-normalised embedding)."""
-        if self.int8:
-            with torch.autocast(x.device.type, enabled=False):
-                return self.model(x.float())
         return self.model(x)
 
 

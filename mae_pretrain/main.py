@@ -27,20 +27,11 @@ from .models_mae import build_mae
 from .visualize import save_recon_grid
 
 
-def _set_cpu_threads(world_size: int) -> None:
-    """Share the CPU cores between the local torchrun processes instead of oversubscribing them."""
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
-    if local > 1:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
-
-
 def main(cfg: MAEPretrainConfig) -> dict:
     """Train (or resume) stage 1 as configured; returns the summary dict (also summary.json)."""
     info = init_distributed(cfg.device)
     dev = info.device
     check_precision(cfg.precision, dev)
-    if dev.type == "cpu":
-        _set_cpu_threads(info.world_size)
     seed_everything(cfg.seed + info.rank)
     run_dir = prepare_run_dir(cfg.output_dir, cfg, info.is_main)
     overrides = {"norm_pix_loss": cfg.norm_pix_loss} | ({"img_size": cfg.img_size} if cfg.img_size else {})

@@ -79,27 +79,18 @@ class Attention(nn.Module):
         self.num_heads = num_heads
         self.qkv = nn.Linear(dim, dim * 3, bias=True)
         self.proj = nn.Linear(dim, dim)
-        self.core_dtype: torch.dtype | None = None  # inference only: run q k^T, softmax, @ v in this dtype
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
-        qkv = self.qkv(x)  # (B, T, 3C)
-        out_dtype = qkv.dtype
-        if self.core_dtype is not None:  # e.g. the int8 encoder: fp32 linears around a bf16 core
-            qkv = qkv.to(self.core_dtype)
-        qkv = qkv.reshape(B, T, 3, self.num_heads, C // self.num_heads)  # (B, T, 3, h, d)
+        qkv = self.qkv(x).reshape(B, T, 3, self.num_heads, C // self.num_heads)  # (B, T, 3, h, d)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, h, T, d)
         if q.device.type == "cpu" and q.dtype == torch.bfloat16:
             # The CPU flash kernel is 2-5x slower than two GEMMs in bf16 (fwd + bwd, short sequences).
             attn = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)  # (B, h, T, T)
-            if torch.is_inference_mode_enabled():  # test mode: the bf16 kernel accumulates in fp32 too;
-                attn = attn.softmax(dim=-1)          # no (B, h, T, T) fp32 copy: attention 1.18x faster
-            else:  # training and evaluation keep their numerics (an fp32 output, rounded to bf16)
-                attn = attn.softmax(dim=-1, dtype=torch.float32).to(v.dtype)
-            x = attn @ v  # (B, h, T, d)
+            x = attn.softmax(dim=-1, dtype=torch.float32).to(v.dtype) @ v  # (B, h, T, d)
         else:
             x = F.scaled_dot_product_attention(q, k, v)  # softmax(q k^T / sqrt(d)) v: (B, h, T, d)
-        return self.proj(x.transpose(1, 2).reshape(B, T, C).to(out_dtype))  # (B, h, T, d) -> (B, T, C)
+        return self.proj(x.transpose(1, 2).reshape(B, T, C))  # (B, h, T, d) -> (B, T, C)
 
 
 class Mlp(nn.Module):

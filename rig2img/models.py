@@ -9,7 +9,6 @@ The number of x2 upsampling stages follows from the output size: 4 -> 8 -> ... -
 """
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass
 
@@ -83,27 +82,6 @@ class RigGenerator(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.view(x.shape[0], self.n_in, 1, 1)  # (B, n_in) -> (B, n_in, 1, 1) for the transposed convs
         return self.net(x)  # (B, 3, S, S)
-
-    @torch.no_grad()
-    def fold_batchnorm(self) -> RigGenerator:
-        """Fold each BatchNorm's running statistics into the transposed conv before it (a biased conv).
-
-        Only valid in eval mode, where it leaves the output unchanged (to rounding); on CPU the 256 px
-        renderer runs ~1.5x faster without the separate normalisation passes. Irreversible."""
-        out: list[nn.Module] = []
-        for layer in self.net:
-            if isinstance(layer, nn.BatchNorm2d) and out and isinstance(out[-1], nn.ConvTranspose2d):
-                conv = copy.deepcopy(out[-1])
-                scale = layer.weight / torch.sqrt(layer.running_var + layer.eps)  # (C_out,)
-                bias = conv.bias if conv.bias is not None else torch.zeros_like(scale)
-                conv.weight.mul_(scale.view(1, -1, 1, 1))  # weight: (C_in, C_out, k, k)
-                conv.bias = nn.Parameter((bias - layer.running_mean) * scale + layer.bias,
-                                         requires_grad=conv.weight.requires_grad)
-                out[-1] = conv
-            else:
-                out.append(layer)
-        self.net = nn.Sequential(*out)
-        return self
 
 
 class PerAvatarRenderer(nn.Module):

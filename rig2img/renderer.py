@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from common.checkpoint import load_checkpoint
-from rig2img.models import GeneratorConfig, RigGenerator, build_renderer
+from rig2img.models import GeneratorConfig, build_renderer
 
 
 def renderer_meta(cfg: GeneratorConfig, avatars: list) -> dict:
@@ -50,13 +50,6 @@ class Renderer(nn.Module):
     def train(self, mode: bool = True) -> Renderer:
         """Stays in eval mode (BatchNorm uses its running statistics) even inside a training model."""
         return super().train(False)
-
-    def fold_batchnorm(self) -> Renderer:
-        """Fold BatchNorm into the transposed convs (`RigGenerator.fold_batchnorm`): the same images to
-        rounding, faster. The state dict changes keys: fold a renderer to be used, not one to be saved."""
-        for gen in [m for m in self.net.modules() if isinstance(m, RigGenerator)]:
-            gen.fold_batchnorm()
-        return self
 
     def index(self, avatar: str | int) -> int:
         """Avatar index from a name or an index; unknown avatars raise a KeyError listing the known ones."""

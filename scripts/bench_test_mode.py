@@ -1,4 +1,4 @@
-"""Benchmark stage-3b test mode end to end at the paper's sizes, with random weights.
+"""Benchmark animate (stage-3b test mode) end to end at the paper's sizes, with random weights.
 
     python scripts/bench_test_mode.py [--frames 96] [--batch 16] [--precisions fp32 bf16] [--out bench.json]
     python scripts/bench_test_mode.py --precisions bf16 --quantize none int8   # the int8 encoder, side by side
@@ -6,7 +6,7 @@
 Builds the real classes with random init: the ViT-B/16 expression encoder at 224 px
 (`expression_finetune`), a 'paper' 256 px DCGAN renderer with three avatars (12/18/26 controls,
 `rig2img`) and the paper-size rig decoder (512 wide, 2 blocks). Then it times the real test-mode
-pipeline (`emb2rig.test_mode.animate`) on the first `--frames` frames of WolfgangLanger_Pexels.mp4
+pipeline (`animate.main.animate`) on the first `--frames` frames of WolfgangLanger_Pexels.mp4
 (fetched by scripts/fetch_test_videos.py; else synthetic frames with a fixed fake face box): decode ->
 detect / track / crop -> batched encode -> decode rigs -> smooth -> render each avatar once per frame
 -> write CSVs + H.264 preview. For each precision it prints end-to-end fps, seconds per step, and the
@@ -28,11 +28,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere
 
-from common.device import autocast, keep_freed_memory  # noqa: E402
+from animate.config import QUANTIZE, AnimateSettings  # noqa: E402
+from animate.inference import prepare  # noqa: E402
+from animate.main import animate  # noqa: E402
+from animate.models import Models  # noqa: E402
+from animate.sources import open_source  # noqa: E402
+from common.device import autocast, setup_cpu  # noqa: E402
 from data.face_detect import Box, build_detector  # noqa: E402
-from emb2rig.frozen import QUANTIZE, Frozen  # noqa: E402
+from emb2rig.frozen import Frozen  # noqa: E402
 from emb2rig.models import DecoderConfig, build_model  # noqa: E402
-from emb2rig.test_mode import TestModeConfig, animate  # noqa: E402
 from expression_finetune import ExpressionEncoder, build_expression_vit  # noqa: E402
 from rig2img.models import build_renderer, preset  # noqa: E402
 from rig2img.renderer import Renderer  # noqa: E402
@@ -49,7 +53,8 @@ class CentreBox:
         return [Box(w * 0.35, h * 0.2, w * 0.65, h * 0.75, 1.0)]
 
 
-def build_models(device):
+def build_models(device) -> Models:
+    """Paper-size models with random weights (speed does not depend on the weights)."""
     torch.manual_seed(0)
     encoder = ExpressionEncoder(build_expression_vit("mae_vit_base_patch16")).to(device)
     controls = [[f"{n}_{i}" for i in range(k)] for n, k in zip(NAMES, SIZES)]
@@ -57,7 +62,7 @@ def build_models(device):
     renderer = Renderer(build_renderer(SIZES, rcfg), NAMES, dict(zip(NAMES, controls)), rcfg).to(device)
     frozen = Frozen(encoder, renderer, NAMES, controls)
     model = build_model(torch.randn(3, encoder.feature_dim), SIZES, DecoderConfig()).to(device).eval()
-    return model, frozen, controls
+    return Models(model, frozen, NAMES, controls, 0.3, "", "", "random weights")
 
 
 def synthetic_video(path: Path, n: int) -> Path:
@@ -84,24 +89,25 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=96)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--precisions", nargs="+", default=["fp32", "bf16"])
-    ap.add_argument("--expression-distance-every", type=int, default=TestModeConfig.expression_distance_every,
+    ap.add_argument("--expression-distance-every", type=int, default=AnimateSettings.expression_distance_every,
                     help="re-encode the renders on every k-th frame (default: test mode's)")
     ap.add_argument("--quantize", nargs="+", default=["none"], choices=QUANTIZE,
                     help="encoder settings to time, e.g. --quantize none int8 (int8: CPU only)")
     ap.add_argument("--no-malloc-tuning", action="store_true", help="leave glibc's malloc at its defaults")
     ap.add_argument("--out", type=Path, default=None, help="also write the results as JSON")
     args = ap.parse_args()
-    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", 2)))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if "int8" in args.quantize and device.type != "cpu":
         ap.error("--quantize int8 runs on CPU only")
-    if device.type == "cpu" and not args.no_malloc_tuning:
-        keep_freed_memory()  # as test mode does
+    if args.no_malloc_tuning:
+        torch.set_num_threads(int(os.environ.get("BENCH_THREADS", 0)) or torch.get_num_threads())
+    else:
+        setup_cpu(device, int(os.environ.get("BENCH_THREADS", 0)))  # as animate does
     from scripts.fetch_test_videos import available
     tmp = Path(tempfile.mkdtemp(prefix="bench_test_mode_"))
     video = available().get("WolfgangLanger_Pexels.mp4")
-    cfg = TestModeConfig(batch_size=args.batch, max_frames=args.frames,
-                         expression_distance_every=args.expression_distance_every)
+    cfg = AnimateSettings(batch_size=args.batch, max_frames=args.frames,
+                          expression_distance_every=args.expression_distance_every)
     detector = build_detector(cfg.detector.name, cfg.detector) if video else CentreBox()  # test mode's settings
     video = video or synthetic_video(tmp / "synthetic.mp4", args.frames)
     bf16_ok = device.type == "cuda" or torch.ops.mkldnn._is_mkldnn_bf16_supported()
@@ -114,12 +120,13 @@ def main() -> None:
             print("skipping bf16: this CPU has no native bf16 (it would be emulated, slower than fp32)")
             continue
         label = prec + (" + int8 encoder" if quantize == "int8" else "")
-        model, frozen, controls = build_models(device)  # fresh: test mode casts the frozen weights per setting
+        models = build_models(device)  # fresh: animate changes the frozen weights per setting
+        prepare(models.frozen, prec, quantize)
         cfg.quantize = quantize
-        warm = TestModeConfig(batch_size=args.batch, max_frames=args.batch, crop=cfg.crop, quantize=quantize)
-        animate(video, model, frozen, controls, detector, warm, device, prec, tmp / f"warm_{prec}_{quantize}")
-        s = animate(video, model, frozen, controls, detector, cfg, device, prec, tmp / f"{prec}_{quantize}")
-        enc = encoder_alone(frozen, args.batch, prec, device)
+        warm = AnimateSettings(batch_size=args.batch, max_frames=args.batch, crop=cfg.crop, quantize=quantize)
+        animate(open_source(video), models, detector, warm, device, prec, tmp / f"warm_{prec}_{quantize}")
+        s = animate(open_source(video), models, detector, cfg, device, prec, tmp / f"{prec}_{quantize}")
+        enc = encoder_alone(models.frozen, args.batch, prec, device)
         results["runs"][label] = {"fps": s["fps"], "frames": s["frames"], "faces_found": s["faces_found"],
                                   "seconds_per_step": s["seconds_per_step"], "encoder_alone_img_s": round(enc, 2),
                                   "fps_over_encoder_alone": round(s["fps"] / enc, 3), "load": os.getloadavg()}

@@ -1,10 +1,10 @@
-"""What the int8 encoder of test mode (`test.quantize: int8`) changes, next to the bf16 encoder.
+"""What animate's int8 encoder (`quantize: int8`) changes, next to its bf16 encoder.
 
     python scripts/compare_int8.py configs/demo/expression.yaml outputs/demo/expression/checkpoint-best.pth \
         --decoder outputs/demo/emb2rig/checkpoint-best.pth [config overrides]
 
-Loads a stage-2 checkpoint twice: as test mode runs it in bf16 (`ExpressionEncoder.cast_`, under bf16
-autocast) and as int8 with a bf16 attention core (`quantize_int8_`, as test mode in bf16). On the
+Loads a stage-2 checkpoint twice and prepares it as animate runs it in bf16 (`animate.inference.prepare_encoder`,
+under bf16 autocast): with bf16 weights, and as int8 with a bf16 attention core. On the
 config's held-out triplets it prints the triplet accuracy of each, the cosine between their embeddings
 of the same images and, with `--decoder`, the mean absolute difference between the rigs a stage-3b
 decoder makes from their features, per avatar.
@@ -21,8 +21,9 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere
 
+from animate.inference import prepare_encoder  # noqa: E402
 from common.config import load_config  # noqa: E402
-from common.device import keep_freed_memory  # noqa: E402
+from common.device import setup_cpu  # noqa: E402
 from common.dist import DistInfo  # noqa: E402
 from emb2rig.models import load_decoder  # noqa: E402
 from expression_finetune import load_encoder  # noqa: E402
@@ -39,15 +40,15 @@ def main() -> None:
     ap.add_argument("--decoder", default="", help="a stage-3b checkpoint trained on this encoder")
     ap.add_argument("overrides", nargs="*", help="config overrides, key=value")
     args = ap.parse_intermixed_args()
-    keep_freed_memory()
+    setup_cpu(torch.device("cpu"))
     cfg = load_config(ExpressionConfig, [args.config, *args.overrides])
     info = DistInfo(0, 1, 0, torch.device("cpu"))
-    encoders = {"bf16": load_encoder(args.checkpoint).cast_(torch.bfloat16),
-                "int8": load_encoder(args.checkpoint).quantize_int8_(attention_dtype=torch.bfloat16)}  # as test mode
+    encoders = {q: prepare_encoder(load_encoder(args.checkpoint), "bf16", q) for q in ("none", "int8")}
+    encoders["bf16"] = encoders.pop("none")
     _, _, (images, index, types) = build_data(cfg, info, encoders["bf16"].image_size)
     feats, embs = {}, {}
     for name, enc in encoders.items():
-        with torch.inference_mode():  # as test mode runs the encoder
+        with torch.inference_mode():  # as animate runs the encoder
             embs[name], feats[name] = embed_images(enc, images, info, precision="bf16", features=True)
         acc = accuracy_from_counts(type_counts(triplet_correct(embs[name][index]), types))  # as stage 2 evaluates
         per_type = ", ".join(f"{t.split('_')[0]} {v:.3f}" for t, v in acc["per_type"].items() if v is not None)

@@ -47,7 +47,7 @@ QUICK = {
     "expression": ["epochs=1", "steps_per_epoch=2", "batch_size=8", "num_workers=0"],
     "rig2img": ["epochs=1", "batch_size=64", "grid_samples=2"],
     "emb2rig": ["epochs=1", "steps_per_epoch=2", "batch_size=8", "val_samples=16"],
-    "test_mode": ["test.max_frames=6", "test.batch_size=4"],
+    "test_mode": ["max_frames=6", "batch_size=4"],
 }
 
 
@@ -83,9 +83,8 @@ def steps(out: Path, world: Path, baselines: bool, video: Path | None = None, qu
         Step("transfer_eval", transfer + ([] if baselines else ["--no-baselines"]),
              out / "transfer" / "transfer.json", needs='"rig_only"' if baselines else ""),
         *([Step("fetch_video", [PY, "scripts/fetch_test_videos.py"], video)] if fetch else []),
-        Step("test_mode", [PY, "train_emb2rig_multichar.py", "configs/demo/emb2rig.yaml", *e2r, "mode=test",
-                           f"pretrained={out / 'emb2rig' / 'checkpoint-best.pth'}", f"test.input={video}",
-                           f"test.out_dir={out / 'test_mode'}", *q["test_mode"]],
+        Step("test_mode", [PY, "animate.py", str(video), "--pretrained", str(out / "emb2rig" / "checkpoint-best.pth"),
+                           "--out", str(out / "test_mode"), *q["test_mode"]],
              out / "test_mode" / "summary.json"),
     ]
 

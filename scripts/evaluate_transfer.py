@@ -30,6 +30,7 @@ import torch
 from PIL.Image import Resampling
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from animate.config import Emb2RigCommand  # noqa: E402
 from common.config import load_config  # noqa: E402
 from common.metrics import read_metrics  # noqa: E402
 from common.run import write_json  # noqa: E402
@@ -131,8 +132,7 @@ def main() -> None:
     ap.add_argument("--no-baselines", action="store_true",
                     help="train no baseline (implies --no-per-avatar); only the full method and the mean rig")
     args = ap.parse_args()
-    torch.set_num_threads(2)
-    cfg = load_config(Emb2RigConfig, [args.config, *args.overrides])
+    cfg = load_config(Emb2RigCommand, [args.config, *args.overrides])  # the stage-3b YAML (its test: unused)
     out = Path(args.out or cfg.output_dir.rstrip("/") + "_transfer")
     runs_root = Path(args.runs_root) if args.runs_root else out / "runs"
     world = Path(cfg.data_root)

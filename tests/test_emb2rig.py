@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from animate.config import Emb2RigCommand
 from common.config import ConfigError, cli, load_config
 from emb2rig.config import Emb2RigConfig
 from emb2rig.data import sample_targets
@@ -172,17 +173,20 @@ def test_all_weights_zero_is_refused():
 
 def test_configs_load_and_test_mode_needs_pretrained():
     for path in ("configs/configs_emb2rig_multi.yaml", "configs/demo/emb2rig.yaml"):
-        cfg = load_config(Emb2RigConfig, [path])
-        assert cfg.mode == "train" and cfg.model.width == 512 and cfg.model.blocks == 2
+        cfg = load_config(Emb2RigCommand, [path])
+        assert isinstance(cfg, Emb2RigConfig) and cfg.mode == "train"
+        assert cfg.model.width == 512 and cfg.model.blocks == 2
     with pytest.raises(ConfigError, match="pretrained"):
-        load_config(Emb2RigConfig, ["configs/demo/emb2rig.yaml", "mode=test"])
+        load_config(Emb2RigCommand, ["configs/demo/emb2rig.yaml", "mode=test"])
     with pytest.raises(SystemExit) as e:  # the entry script stops before building anything
-        cli(Emb2RigConfig, argv=["configs/demo/emb2rig.yaml", "mode=test"])
+        cli(Emb2RigCommand, argv=["configs/demo/emb2rig.yaml", "mode=test"])
     assert e.value.code == 2
-    cfg = load_config(Emb2RigConfig, ["configs/demo/emb2rig.yaml", "mode=test", "pretrained=x.pth"])
+    cfg = load_config(Emb2RigCommand, ["configs/demo/emb2rig.yaml", "mode=test", "pretrained=x.pth"])
     assert cfg.mode == "test"
     with pytest.raises(ConfigError, match="weight_perceptual"):
-        load_config(Emb2RigConfig, ["configs/demo/emb2rig.yaml", "loss.weight_perceptul=1"])
+        load_config(Emb2RigCommand, ["configs/demo/emb2rig.yaml", "loss.weight_perceptul=1"])
+    with pytest.raises(ConfigError, match="mode"):  # the training config alone has no test mode
+        load_config(Emb2RigConfig, ["mode=test"])
 
 
 def test_tiny_run_trains_resumes_and_loads(tmp_path, monkeypatch):
@@ -201,11 +205,11 @@ def test_tiny_run_trains_resumes_and_loads(tmp_path, monkeypatch):
     renderer.nets = nn.ModuleDict({n: nn.Linear(len(c), 3 * 64 * 64) for n, c in zip(names, controls)})
     renderer.render = lambda rig, name: torch.sigmoid(renderer.nets[name](rig)).view(-1, 3, 64, 64)
     renderer.requires_grad_(False)
-    monkeypatch.setattr(main_mod, "load_frozen",
-                        lambda e, r, n, c, d, *crop: Frozen(StandInEncoder(), renderer, n, c, *crop))
+    encoder = StandInEncoder()
+    monkeypatch.setattr(main_mod, "load_frozen", lambda e, r, n, c, d, *crop: Frozen(encoder, renderer, n, c, *crop))
     args = ["configs/demo/emb2rig.yaml", f"output_dir={tmp_path / 'run'}", f"data_root={world}", "epochs=2",
             "steps_per_epoch=3", "batch_size=16", "model.width=32", "loss.weight_gan=0.1", "disc.channels=8"]
-    cfg = load_config(Emb2RigConfig, args)
+    cfg = load_config(Emb2RigCommand, args)
     summary = main_mod.main(cfg)
     run = tmp_path / "run"
     assert summary["steps"] == 6 and (run / "checkpoint-best.pth").is_file() and (run / "samples.png").is_file()
@@ -214,6 +218,14 @@ def test_tiny_run_trains_resumes_and_loads(tmp_path, monkeypatch):
     assert main_mod.main(cfg) is None  # already complete
     model, meta = load_decoder(run / "checkpoint-last.pth")
     assert meta["avatars"] == names and model(torch.randn(2, 24), torch.tensor([0, 2])).shape == (2, 26)
+    refs = meta["references"]  # what animate checks its encoder and renderer against
+    assert refs["images"].shape == (3, 3, 64, 64) and [len(r) for r in refs["rigs"]] == [len(c) for c in controls]
+    with torch.no_grad():
+        redrawn = torch.cat([renderer.render(torch.tensor([r]), n) for r, n in zip(refs["rigs"], names)])
+        assert (redrawn - refs["images"].float()).abs().max() < 1e-3
+        again = Frozen(encoder, renderer, names, controls, [a.face_box for a in avs], cfg.crop_margin)
+        feats = again.encode(refs["images"].float(), torch.arange(3))[0]
+    torch.testing.assert_close(feats, model.ids.ref_feats, atol=2e-3, rtol=2e-3)  # from the fp16 renders
     longer = dataclasses.replace(cfg, epochs=3)
     assert main_mod.main(longer)["steps"] == 9  # resumes from epoch 2
 

@@ -145,6 +145,7 @@ def test_model_outputs_pooled_feature_and_unit_embedding():
 
 
 def test_cast_encoder_stores_what_autocast_recasts_and_gives_the_same_outputs():
+    from animate.inference import cast_weights_
     from expression_finetune import ExpressionEncoder
 
     torch.manual_seed(0)
@@ -152,7 +153,7 @@ def test_cast_encoder_stores_what_autocast_recasts_and_gives_the_same_outputs():
     x = torch.randn(8, 3, 64, 64)
     with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16):
         feat, emb = enc(x)
-        assert enc.cast_(torch.bfloat16) is enc
+        assert cast_weights_(enc, torch.bfloat16) is enc
         feat16, emb16 = enc(x)
     m = enc.model
     assert m.blocks[0].attn.qkv.weight.dtype == m.patch_embed.proj.weight.dtype == torch.bfloat16
@@ -165,6 +166,7 @@ def test_cast_encoder_stores_what_autocast_recasts_and_gives_the_same_outputs():
 
 @pytest.mark.parametrize("core", [torch.float32, torch.bfloat16])
 def test_int8_encoder_quantizes_the_block_linears_only_and_stays_close(core):
+    from animate.inference import InferenceAttention, Int8Encoder, quantize_int8
     from expression_finetune import ExpressionEncoder
 
     torch.manual_seed(0)
@@ -172,27 +174,32 @@ def test_int8_encoder_quantizes_the_block_linears_only_and_stays_close(core):
     x = torch.randn(8, 3, 64, 64)
     with torch.inference_mode():
         feat, emb = enc(x)
-        assert enc.quantize_int8_(attention_dtype=core) is enc and enc.int8
-        with torch.autocast("cpu", torch.bfloat16):  # int8 runs in fp32 even inside test mode's autocast
-            feat8, emb8 = enc(x)
+        q = quantize_int8(enc, core)
+        assert isinstance(q, Int8Encoder) and q.encoder is enc and q.image_size == enc.image_size
+        with torch.autocast("cpu", torch.bfloat16):  # int8 runs in fp32 even inside animate's autocast
+            feat8, emb8 = q(x)
     qkv, head = enc.model.blocks[0].attn.qkv, enc.model.head
     assert type(qkv).__module__.startswith("torch.ao.nn.quantized") and type(head) is torch.nn.Linear
+    assert all(isinstance(b.attn, InferenceAttention) for b in enc.model.blocks)
     assert all(b.attn.core_dtype == (None if core == torch.float32 else core) for b in enc.model.blocks)
     assert feat8.dtype == emb8.dtype == torch.float32
     assert F.cosine_similarity(emb8, emb).min() > 0.99 and not torch.equal(emb8, emb)
 
 
-def test_attention_core_dtype_changes_only_the_core():
+def test_inference_attention_shares_the_weights_and_changes_only_the_core():
+    from animate.inference import InferenceAttention
     from mae_pretrain.models_mae import Attention
 
     torch.manual_seed(0)
     attn, x = Attention(32, 4).eval(), torch.randn(2, 10, 32)
     with torch.inference_mode():
         ref = attn(x)
-        attn.core_dtype = torch.bfloat16
-        out = attn(x)  # fp32 projections around a bf16 core: fp32 out, within bf16 rounding of fp32
+        torch.testing.assert_close(InferenceAttention(attn)(x), ref)  # fp32: the same attention
+        fast = InferenceAttention(attn, torch.bfloat16)
+        assert fast.qkv is attn.qkv and fast.proj is attn.proj
+        out = fast(x)  # fp32 projections around a bf16 core: fp32 out, within bf16 rounding of fp32
     assert out.dtype == torch.float32 and not torch.equal(out, ref)
-    torch.testing.assert_close(out, ref, atol=2e-2, rtol=2e-2)
+    torch.testing.assert_close(out, ref, atol=2e-2, rtol=2e-2)  # the bf16 softmax: tests/test_mae_model.py
 
 
 @pytest.fixture(scope="module")

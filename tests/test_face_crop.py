@@ -13,6 +13,7 @@ import pytest
 from data.face_detect import Box, DetectorUnavailable, build_detector
 from data.face_track import (
     DETECTED,
+    FACE_PICKS,
     HELD,
     MISSING,
     CropConfig,
@@ -82,6 +83,106 @@ def test_no_face_frames_are_held_then_marked_never_crash():
     assert first.status == MISSING and first.square is None
     crop, box = crop_image(np.zeros((20, 20, 3), np.uint8), [], cfg)
     assert crop is None and box is None
+
+
+def two_people(n, a_missing=(), jitter=1.0):
+    """Per frame: actor A (40 px, left of centre, jittering) unless in `a_missing`, and a larger
+    bystander B (100 px, far right) in every frame; for a 640 x 360 frame."""
+    rng = np.random.default_rng(2)
+    frames = []
+    for i in range(n):
+        dx, dy = rng.normal(0, jitter, 2)
+        a = Box(240 + dx, 160 + dy, 280 + dx, 200 + dy, 0.9)
+        b = Box(500, 130, 600, 230, 0.9)
+        frames.append([b] if i in a_missing else [a, b])
+    return frames
+
+
+FRAME = (640, 360)
+
+
+def test_track_holds_the_actor_while_a_larger_face_is_in_view():
+    """A missed detection of the actor must not hand the track to the larger bystander."""
+    tr = FaceTracker(CropConfig(max_missing=5), fps=30, pick="center")  # 'center' starts on A
+    res = [tr.update(boxes, frame_size=FRAME) for boxes in two_people(21, a_missing={10, 11, 12})]
+    assert [r.status for r in res] == [DETECTED] * 10 + [HELD] * 3 + [DETECTED] * 8
+    assert [r.new_track for r in res] == [True] + [False] * 20  # 13 continues A's track
+    assert all(abs(r.square.cx - 260) < 5 and abs(r.square.cy - 180) < 5 for r in res)  # never near B (550)
+    assert all(r.square == res[9].square for r in res[10:13])  # held: the last square, unchanged
+    assert all(r.n_faces == 1 for r in res[10:13]) and res[13].n_faces == 2
+
+
+def test_track_ends_after_the_hold_and_jumps_to_the_other_face():
+    cfg = CropConfig(max_missing=5)
+    tr = FaceTracker(cfg, fps=30, pick="center")
+    gone = set(range(10, 10 + cfg.max_missing + 3))  # A occluded for 8 frames, back at 18
+    res = [tr.update(boxes, frame_size=FRAME) for boxes in two_people(24, a_missing=gone)]
+    assert [r.status for r in res[10:15]] == [HELD] * 5
+    assert all(r.square == res[9].square for r in res[10:15])
+    new = res[15]  # the (max_missing + 1)-th frame without A: the track ends and restarts on B
+    assert new.status == DETECTED and new.new_track and new.box.center == (550, 180)
+    assert new.square == square_from_box(new.box, cfg.margin)  # B's raw square: a jump, no glide
+    assert [r.new_track for r in res[16:]] == [False] * 8
+    assert all(r.square.cx == 550 for r in res[15:])  # A's return (18 on) does not steal the track
+
+
+def test_reacquisition_prefers_the_face_most_like_the_lost_track():
+    cfg = CropConfig(max_missing=1)
+    a, b = Box(240, 160, 280, 200), Box(500, 130, 600, 230)  # A tracked first; B larger
+    a_back = Box(250, 165, 290, 205)  # A returns a little moved, after the track was lost
+    tr = FaceTracker(cfg, fps=30, pick="track")
+    assert tr.update([a]).new_track
+    assert [tr.update([]).status for _ in range(3)] == [HELD, MISSING, MISSING]
+    back = tr.update([b, a_back])
+    assert back.new_track and back.box is a_back
+    assert FaceTracker(cfg, fps=30, pick="largest").update([a_back, b]).box is b  # no lost track: largest
+    assert FaceTracker(cfg, fps=30).update([a_back, b]).box is b  # 'track' with no previous track
+
+
+def test_match_is_the_face_that_continues_the_track():
+    a, b = Box(240, 160, 280, 200), Box(500, 130, 600, 230)
+    tr = FaceTracker(CropConfig(), fps=30)
+    assert tr.match([a, b]) is None  # no track yet
+    tr.update([a])
+    assert tr.match([b, a]) is a and tr.match([b]) is None
+    assert tr.match([Box(250, 170, 260, 180)]) is None  # near, but below min_face
+
+
+def test_face_pick_policies():
+    rgb = np.zeros((360, 640, 3), np.uint8)
+    central, big = Box(300, 160, 340, 200), Box(20, 20, 140, 140)  # 40 px at the centre, 120 px corner
+    cfg = CropConfig(size=32)
+    assert crop_image(rgb, [big, central], cfg, pick="center")[1] is central
+    assert crop_image(rgb, [central, big], cfg, pick="largest")[1] is big
+    assert crop_image(rgb, [central, big], cfg)[1] is big  # default: largest
+    assert crop_image(rgb, [central, big], cfg, pick="track")[1] is big  # one image: as 'largest'
+    assert FaceTracker(cfg, 30, pick="center").update([big, central], frame_size=(640, 360)).box is central
+    assert FaceTracker(cfg, 30, pick="largest").update([central, big]).box is big
+    with pytest.raises(ValueError, match="needs the frame size"):
+        FaceTracker(cfg, 30, pick="center").update([big, central])
+    allowed = ", ".join(FACE_PICKS)
+    with pytest.raises(ValueError, match=f"allowed: {allowed}"):
+        FaceTracker(cfg, 30, pick="biggest")
+    with pytest.raises(ValueError, match=f"allowed: {allowed}"):
+        crop_image(rgb, [big], cfg, pick="first")
+
+
+def test_n_faces_counts_usable_faces_only():
+    tr = FaceTracker(CropConfig(min_face=20), fps=30)
+    face, tiny = Box(100, 100, 140, 140), Box(10, 10, 22, 22)  # 40 px and 12 px
+    assert tr.update([face, tiny]).n_faces == 1
+    assert tr.update([tiny]).n_faces == 0  # and the tiny face does not continue the track
+    assert tr.update([face, tiny, Box(300, 100, 330, 130)]).n_faces == 2
+
+
+def test_track_uses_frame_times():
+    """A move seen after a long gap (0.47 s) is followed further than after one 1/30 s step."""
+    boxes = [Box(100, 50, 160, 110), Box(100, 50, 160, 110), Box(160, 50, 220, 110)]  # jumps 60 px
+    timed, fixed = FaceTracker(CropConfig(), fps=30), FaceTracker(CropConfig(), fps=30)
+    for b, t in zip(boxes, [0.0, 0.033, 0.5]):
+        x_timed, x_fixed = timed.update([b], t=t).square.cx, fixed.update([b]).square.cx
+    moved_timed, moved_fixed = (x_timed - 130) / 60, (x_fixed - 130) / 60  # fraction of the move followed
+    assert 0.85 < moved_timed < 1 and moved_fixed < 0.75  # (0.90 and 0.61 with the default filter)
 
 
 def test_detect_near_maps_window_boxes_back_to_the_frame():

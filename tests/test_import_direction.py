@@ -1,4 +1,4 @@
-"""Imports run one way: common <- data <- mae_pretrain <- expression_finetune <- emb2rig, and
+"""Imports run one way: common <- data <- mae_pretrain <- expression_finetune <- emb2rig <- animate, and
 rig2img <- emb2rig. Nothing imports scripts/ or the entry points."""
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ ALLOWED = {
     "expression_finetune": {"common", "data", "mae_pretrain"},
     "rig2img": {"common", "data"},
     "emb2rig": {"common", "data", "mae_pretrain", "expression_finetune", "rig2img"},
+    "animate": {"common", "data", "mae_pretrain", "expression_finetune", "rig2img", "emb2rig"},
 }
 FORBIDDEN_EVERYWHERE = {"scripts", "tests", "pretrain_mae", "train", "train_rig2img", "train_emb2rig_multichar"}
 LOCAL = set(ALLOWED) | FORBIDDEN_EVERYWHERE

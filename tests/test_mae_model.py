@@ -236,9 +236,10 @@ def test_bf16_autocast_channels_last_and_backward(tiny, imgs):
     assert model.pos_embed.grad is None and model.cls_token.grad is not None and model.mask_token.grad is not None
 
 
-def test_bf16_attention_keeps_an_fp32_softmax_outside_inference_mode():
-    """Training and evaluation see softmax(fp32) rounded to bf16 (as before the inference shortcut);
-    only inference mode takes the bf16 softmax kernel (which rounds a few in a million differently)."""
+def test_bf16_attention_keeps_an_fp32_softmax_and_only_animate_takes_the_bf16_one():
+    """The model's attention always rounds softmax(fp32) to bf16; only animate's InferenceAttention takes
+    the bf16 softmax kernel (which rounds a few in a million differently)."""
+    from animate.inference import InferenceAttention
     from mae_pretrain.models_mae import Attention
 
     torch.manual_seed(0)
@@ -254,7 +255,8 @@ def test_bf16_attention_keeps_an_fp32_softmax_outside_inference_mode():
         assert not torch.equal(*expected)  # ... in the output too
         assert torch.equal(attn(x), expected[0])
     with torch.inference_mode():
-        assert torch.equal(attn(x), expected[1])
+        assert torch.equal(attn(x), expected[0])
+        assert torch.equal(InferenceAttention(attn)(x), expected[1])
     x.requires_grad_(True)
     assert torch.equal(attn(x).detach(), expected[0])
 

@@ -1,9 +1,9 @@
-"""What test mode writes, and how it times itself: rig-curve CSVs, preview panels, step timings.
+"""What animate writes, and how it times itself: rig-curve CSVs, preview panels, step timings.
 
     timer = StepTimer(device); with timer("encode") as span: ...   # seconds per step; span[0] = this block
     panel = frame_panel(rgb, square, status, (w, h))               # the input frame with its track square
     frame = compose([panel, crop_panel, *avatar_panels], labels)   # one side-by-side preview frame
-    write_curves(path, controls, curves, fps, face_found)          # frame,time_s,<controls>,face_found
+    write_curves(path, controls, curves, times, face_found, faces) # frame,time_s,<controls>,face_found,faces
 """
 from __future__ import annotations
 
@@ -99,16 +99,19 @@ def renders_to_uint8(img: torch.Tensor, size: int) -> np.ndarray:
     return (img.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
-def write_curves(path: Path, controls: list[str], curves: np.ndarray, fps: float, face_found: np.ndarray) -> None:
-    """One avatar's rig curves as CSV: `frame,time_s,<controls>,face_found`.
+def write_curves(path: Path, controls: list[str], curves: np.ndarray, times: np.ndarray, face_found: np.ndarray,
+                 faces: np.ndarray) -> None:
+    """One avatar's rig curves as CSV: `frame,time_s,<controls>,face_found,faces`.
 
     Args:
         curves: (T, n) values in [0, 1]; NaN rows (no face seen in the whole input) become empty cells.
+        times: (T,) each frame's presentation time in seconds.
         face_found: (T,) bool; 0 marks a frame whose rig was kept from the last frame with a face.
+        faces: (T,) faces seen in the frame (more than 1: another person was in view).
     """
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["frame", "time_s", *controls, "face_found"])
-        for i, (row, found) in enumerate(zip(curves, face_found)):
+        w.writerow(["frame", "time_s", *controls, "face_found", "faces"])
+        for i, (row, t, found, n) in enumerate(zip(curves, times, face_found, faces)):
             vals = ["" if np.isnan(v) else f"{v:.5f}" for v in row]
-            w.writerow([i, f"{i / fps:.4f}", *vals, int(found)])
+            w.writerow([i, f"{t:.4f}", *vals, int(found), int(n)])

@@ -1,7 +1,8 @@
-"""Stage-3b test mode: a tiny checkpoint drives three avatars from a synthetic video (fake detector) and
-writes per-avatar CSVs (frame,time_s,<controls>,face_found), a preview video and summary.json; a
-stretch without a face keeps the last rig and is marked; `mode: test` without `pretrained` is refused
-before anything is built.
+"""Animate (stage-3b test mode) with stand-in networks: a tiny checkpoint drives three avatars from a
+synthetic video (fake detector) and writes per-avatar CSVs (frame,time_s,<controls>,face_found,faces), a
+preview video and summary.json; a stretch without a face keeps the last rig and is marked; `mode: test`
+without `pretrained` is refused before anything is built. Real networks loaded from checkpoints:
+tests/test_animate_models.py; people, timestamps and inputs: tests/test_animate_inputs.py.
 """
 from __future__ import annotations
 
@@ -15,13 +16,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import animate.main as animate_main
+import animate.models as animate_models
+from animate.config import AnimateSettings, Emb2RigCommand
+from animate.inference import prepare
+from animate.outputs import StepTimer
+from animate.pipeline import detect_frames, prefetch
 from common.checkpoint import save_checkpoint
 from common.config import cli, load_config, to_dict
 from data.face_detect import Box
 from data.face_track import crop_square, square_from_box
 from data.video import VideoReader, write_video
-from emb2rig import main as main_mod
-from emb2rig import test_mode
 from emb2rig.config import Emb2RigConfig
 from emb2rig.frozen import Frozen
 from emb2rig.models import DecoderConfig, build_model
@@ -33,11 +38,11 @@ T, NO_FACE = 30, range(12, 20)  # frames; frames without a face
 
 class Encoder(nn.Module):
     """Stage-2 API stand-in: preprocess(img01) and forward -> (pooled (B, 24), unit embedding (B, 16))."""
-    image_size = 32
+    image_size, feature_dim = 32, 24
 
     def __init__(self):
         super().__init__()
-        self.conv, self.fc, self.emb = nn.Conv2d(3, 8, 4, stride=4), nn.Linear(8 * 64, 24), nn.Linear(24, 16)
+        self.conv, self.fc, self.head = nn.Conv2d(3, 8, 4, stride=4), nn.Linear(8 * 64, 24), nn.Linear(24, 16)
         self.requires_grad_(False)
 
     def preprocess(self, x):
@@ -45,11 +50,7 @@ class Encoder(nn.Module):
 
     def forward(self, x):
         f = self.fc(torch.tanh(self.conv(x)).flatten(1))
-        return f, F.normalize(self.emb(f.float()), dim=1)
-
-    def cast_(self, dtype):  # as ExpressionEncoder.cast_: the layers autocast recasts, not the embedding head
-        self.conv.to(dtype), self.fc.to(dtype)
-        return self
+        return f, F.normalize(self.head(f.float()), dim=1)
 
 
 class Renderer(nn.Module):
@@ -90,6 +91,13 @@ def synthetic_frames():
         yield f
 
 
+def save_decoder(path, model, dcfg, root):
+    """A stage-3b checkpoint as emb2rig.main saves it (without stored references: checked for shapes only)."""
+    cfg = Emb2RigConfig(model=dcfg, encoder=str(root / "encoder.pth"), renderer=str(root / "renderer.pth"))
+    save_checkpoint({"model": model.state_dict(), "config": to_dict(cfg), "epoch": 0, "avatars": NAMES,
+                     "controls": CONTROLS}, path)
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """A stage-3b checkpoint in the format main.py saves, plus the frozen stand-ins and a video."""
@@ -97,22 +105,24 @@ def world(tmp_path_factory):
     torch.manual_seed(0)
     dcfg = DecoderConfig(width=32, blocks=2, id_dim=8, id_hidden=16)
     model = build_model(torch.randn(3, 24), [3, 5, 7], dcfg).eval()
-    state = {"model": model.state_dict(), "config": to_dict(Emb2RigConfig(model=dcfg)), "epoch": 0,
-             "avatars": NAMES, "controls": CONTROLS}
-    save_checkpoint(state, root / "checkpoint-best.pth")
+    (root / "encoder.pth").write_bytes(b"")  # the stand-ins come from the patched load_frozen
+    (root / "renderer.pth").write_bytes(b"")
+    save_decoder(root / "checkpoint-best.pth", model, dcfg, root)
     write_video(root / "clip.mp4", synthetic_frames(), fps=24)
     frozen = Frozen(Encoder(), Renderer(), NAMES, CONTROLS)
     return root, model, frozen
 
 
 def run(world, monkeypatch, *overrides):
+    """`train_emb2rig_multichar.py configs/demo/emb2rig.yaml mode=test ...` with the stand-in networks."""
     root, _, frozen = world
-    monkeypatch.setattr(test_mode, "load_frozen", lambda enc, ren, names, controls, device, *crop: frozen)
-    monkeypatch.setattr(test_mode, "build_detector", lambda name, cfg: DiscDetector())
+    frozen = Frozen(frozen.encoder, frozen.renderer, NAMES, CONTROLS)  # a fresh wrapper: prepare() marks it
+    monkeypatch.setattr(animate_models, "load_frozen", lambda enc, ren, names, controls, device, *crop: frozen)
+    monkeypatch.setattr(animate_main, "build_detector", lambda name, cfg: DiscDetector())
     args = ["configs/demo/emb2rig.yaml", "mode=test", f"pretrained={root / 'checkpoint-best.pth'}", "device=cpu",
-            f"test.input={root / 'clip.mp4'}", "test.batch_size=4", "test.crop.size=32", "test.preview_size=32",
+            "precision=fp32", f"test.input={root / 'clip.mp4'}", "test.batch_size=4", "test.preview_size=32",
             "test.expression_distance_every=5", *overrides]
-    return main_mod.main(load_config(Emb2RigConfig, args))
+    return animate_main.run(load_config(Emb2RigCommand, args).animate_config())
 
 
 def read_csv(path):
@@ -128,18 +138,22 @@ def test_video_writes_curves_preview_and_summary(world, monkeypatch, tmp_path):
     assert saved["prefetch"] == 8 and run(world, monkeypatch, f"test.out_dir={out}_cpu")["prefetch"] == 0  # auto
     assert saved["frames"] == summary["frames"] == T and saved["kind"] == "video" and saved["smoothed"]
     assert saved["faces_found"] == T - len(NO_FACE) and saved["missing_frames"] == list(NO_FACE)
+    assert saved["frames_decoded"] == saved["frames_expected"] == T and not saved["truncated"]
+    assert saved["frames_with_several_faces"] == 0 and saved["tracks"] == 2  # the disc comes back after 12-19
+    assert saved["models_checked"].startswith("shapes only") and saved["encoder"].endswith("encoder.pth")
     assert saved["fps"] > 0 and set(saved["seconds_per_step"]) >= {"decode", "detect", "encode", "render"}
     assert set(saved["expression_distance"]) == set(NAMES)
     assert all(0 <= d <= 2 for d in saved["expression_distance"].values())
     assert saved["expression_distance_frames"] == len([i for i in range(0, T, 5) if i not in NO_FACE])
     for name, ctrl in zip(NAMES, CONTROLS):
         header, rows = read_csv(out / f"{name}.csv")
-        assert header == ["frame", "time_s", *ctrl, "face_found"]
-        assert rows.shape == (T, len(ctrl) + 3)
+        assert header == ["frame", "time_s", *ctrl, "face_found", "faces"]
+        assert rows.shape == (T, len(ctrl) + 4)
         np.testing.assert_allclose(rows[:, 1], np.arange(T) / 24, atol=1e-3)
-        found = rows[:, -1].astype(bool)
+        found, faces = rows[:, -2].astype(bool), rows[:, -1]
         assert not found[list(NO_FACE)].any() and found.sum() == T - len(NO_FACE)
-        curves = rows[:, 2:-1]
+        assert (faces == found).all()  # one disc: one face where it is, none elsewhere
+        curves = rows[:, 2:-2]
         assert ((curves >= 0) & (curves <= 1)).all()
         for i in NO_FACE:  # no face: the last rig is kept
             np.testing.assert_array_equal(curves[i], curves[NO_FACE[0] - 1])
@@ -163,7 +177,7 @@ def test_first_rig_is_the_decoded_crop(world, monkeypatch, tmp_path):
     for a, (name, ctrl) in enumerate(zip(NAMES, CONTROLS)):
         _, rows = read_csv(tmp_path / f"{name}.csv")
         assert rows.shape[0] == 6
-        np.testing.assert_allclose(rows[0, 2:-1], want[a, :len(ctrl)].numpy(), atol=2e-5)
+        np.testing.assert_allclose(rows[0, 2:-2], want[a, :len(ctrl)].numpy(), atol=2e-5)
 
 
 @pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="no native bf16 on this CPU")
@@ -174,14 +188,15 @@ def test_bf16_stores_the_frozen_weights_in_bf16_and_follows_fp32(world, monkeypa
     s = run((root, model, cast), monkeypatch, f"test.out_dir={tmp_path / 'bf16'}", "precision=bf16")
     assert s["precision"] == "bf16" and s["faces_found"] == ref["faces_found"]
     assert all(p.dtype == torch.bfloat16 for p in [*cast.renderer.parameters(), *cast.encoder.fc.parameters()])
-    assert all(p.dtype == torch.float32 for p in cast.encoder.emb.parameters())
+    assert all(p.dtype == torch.float32 for p in cast.encoder.head.parameters())  # the embedding head stays
     for name in NAMES:
         _, a = read_csv(tmp_path / "fp32" / f"{name}.csv")
         _, b = read_csv(tmp_path / "bf16" / f"{name}.csv")
         np.testing.assert_allclose(b, a, atol=0.02)  # the same curves to bf16 rounding
         assert abs(s["expression_distance"][name] - ref["expression_distance"][name]) < 0.02
-    with pytest.raises(ValueError, match="prepared for bf16 inference; load them again for fp32"):
-        cast.for_inference("fp32")
+    once = prepare(Frozen(cast.encoder, cast.renderer, NAMES, CONTROLS), "bf16")
+    with pytest.raises(ValueError, match="already prepared for bf16 inference; load them again"):
+        prepare(once, "fp32")
 
 
 def test_int8_encoder_drives_test_mode_close_to_fp32(world, monkeypatch, tmp_path):
@@ -193,14 +208,14 @@ def test_int8_encoder_drives_test_mode_close_to_fp32(world, monkeypatch, tmp_pat
     encoder = ExpressionEncoder(build_expression_vit("mae_vit_tiny_patch8_64"))
     dcfg = DecoderConfig(width=32, blocks=2, id_dim=8, id_hidden=16)
     model = build_model(torch.randn(3, encoder.feature_dim), [3, 5, 7], dcfg).eval()
-    save_checkpoint({"model": model.state_dict(), "config": to_dict(Emb2RigConfig(model=dcfg)), "epoch": 0,
-                     "avatars": NAMES, "controls": CONTROLS}, tmp_path / "decoder.pth")
+    save_decoder(tmp_path / "decoder.pth", model, dcfg, root)
     out = {}
     for q in ("none", "int8"):
         net = Frozen(copy.deepcopy(encoder), copy.deepcopy(frozen.renderer), NAMES, CONTROLS)
         out[q] = run((root, model, net), monkeypatch, f"pretrained={tmp_path / 'decoder.pth'}", "test.preview=false",
                      f"test.out_dir={tmp_path / q}", f"test.quantize={q}")
-        assert net.encoder.int8 == (q == "int8")
+        quantized = type(net.encoder.model.blocks[0].attn.qkv).__module__.startswith("torch.ao.nn.quantized")
+        assert quantized == (q == "int8")
     assert out["int8"]["faces_found"] == out["none"]["faces_found"] == T - len(NO_FACE)
     for name in NAMES:
         _, a = read_csv(tmp_path / "none" / f"{name}.csv")
@@ -213,14 +228,11 @@ def test_int8_encoder_drives_test_mode_close_to_fp32(world, monkeypatch, tmp_pat
 def test_int8_and_inference_settings_are_checked(world, monkeypatch, tmp_path):
     root, model, frozen = world
     plain = Frozen(copy.deepcopy(frozen.encoder), copy.deepcopy(frozen.renderer), NAMES, CONTROLS)
-    with pytest.raises(ValueError, match=r"\(Encoder\) has no int8 path; set test.quantize=none"):
-        run((root, model, plain), monkeypatch, f"test.out_dir={tmp_path}", "test.quantize=int8")
-    assert plain.inference_setting is None  # refused before anything was changed
-    plain.for_inference("fp32")
-    with pytest.raises(ValueError, match="prepared for fp32 inference; load them again for fp32 inference with an"):
-        plain.for_inference("fp32", "int8")
-    with pytest.raises(ValueError, match="'test.quantize' must be 'none' or 'int8'"):
-        load_config(Emb2RigConfig, ["configs/demo/emb2rig.yaml", "test.quantize=fp8"])
+    with pytest.raises(ValueError, match=r"\(Encoder\) has no int8 path; set quantize=none"):
+        prepare(plain, "fp32", "int8")
+    assert getattr(plain, "prepared_for", None) is None  # refused before anything was changed
+    with pytest.raises(ValueError, match="'quantize' must be one of"):
+        load_config(Emb2RigCommand, ["configs/demo/emb2rig.yaml", "test.quantize=fp8"])
 
 
 def test_smoothing_is_configurable_and_images_are_not_smoothed(world, monkeypatch, tmp_path):
@@ -229,7 +241,8 @@ def test_smoothing_is_configurable_and_images_are_not_smoothed(world, monkeypatc
     _, smooth = read_csv(tmp_path / "a" / "alien.csv")
     _, raw = read_csv(tmp_path / "b" / "alien.csv")
     assert a["smoothed"] and not b["smoothed"]
-    assert np.abs(np.diff(smooth[:12, 2:-1], axis=0)).sum() < np.abs(np.diff(raw[:12, 2:-1], axis=0)).sum()
+    assert np.abs(np.diff(smooth[:12, 2:-2], axis=0)).sum() < np.abs(np.diff(raw[:12, 2:-2], axis=0)).sum()
+    np.testing.assert_allclose(smooth[20, 2:-2], raw[20, 2:-2], atol=2e-5)  # the filter restarts after the gap
     folder = tmp_path / "images"
     folder.mkdir()
     for i, f in enumerate(synthetic_frames()):
@@ -248,21 +261,17 @@ def test_test_mode_without_pretrained_is_refused_before_anything_is_built(monkey
     def boom(*a, **k):
         raise AssertionError("built something")
 
-    for name in ("load_decoder", "load_frozen", "build_detector", "open_source"):
-        monkeypatch.setattr(test_mode, name, boom)
+    for name in ("load_models", "build_detector", "open_source"):
+        monkeypatch.setattr(animate_main, name, boom)
     with pytest.raises(SystemExit) as e:
-        cli(Emb2RigConfig, argv=["configs/demo/emb2rig.yaml", "mode=test", "test.input=clip.mp4"])
+        cli(Emb2RigCommand, argv=["configs/demo/emb2rig.yaml", "mode=test", "test.input=clip.mp4"])
     assert e.value.code == 2
-    cfg = load_config(Emb2RigConfig, ["configs/demo/emb2rig.yaml", "mode=test", "pretrained=x.pth"])
+    cfg = load_config(Emb2RigCommand, ["configs/demo/emb2rig.yaml", "mode=test", "pretrained=x.pth"])
     with pytest.raises(ValueError, match="test.input"):  # no input: refused before loading anything
-        main_mod.main(cfg)
+        cfg.animate_config()
 
 
 def test_video_frames_are_detected_near_the_track_first():
-    from emb2rig.test_mode import TestModeConfig
-    from emb2rig.test_outputs import StepTimer
-    from emb2rig.test_pipeline import detect_frames
-
     def run(window):
         shapes = []
 
@@ -271,8 +280,9 @@ def test_video_frames_are_detected_near_the_track_first():
                 shapes.append(rgb.shape[:2])
                 return super().detect(rgb)
 
-        cfg = TestModeConfig(detect_window=window, detect_window_side=48)  # crop.max_missing 5
-        items = list(detect_frames(synthetic_frames(), Recording(), cfg, 24, True, StepTimer(torch.device("cpu"))))
+        cfg = AnimateSettings(detect_window=window, detect_window_side=48, count_faces_every=0)  # max_missing 5
+        timed = ((i / 24, f) for i, f in enumerate(synthetic_frames()))
+        items = list(detect_frames(timed, Recording(), cfg, 24, True, StepTimer(torch.device("cpu"))))
         assert [it.status for it in items].count("detected") == T - len(NO_FACE)
         return shapes, [it.crop.astype(int) for it in items if it.crop is not None]
 
@@ -288,8 +298,6 @@ def test_video_frames_are_detected_near_the_track_first():
 
 
 def test_prefetch_keeps_order_and_raises_errors_from_its_thread():
-    from emb2rig.test_pipeline import prefetch
-
     assert list(prefetch(iter(range(50)), 4)) == list(range(50)) == list(prefetch(iter(range(50)), 0))
 
     def broken():

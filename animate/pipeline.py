@@ -1,14 +1,15 @@
-"""The streamed test-mode pipeline: frames -> detection and crop -> batched encode / decode / smooth /
-render -> preview frames. `emb2rig.test_mode.animate` wires it to the outputs.
+"""The streamed animate pipeline: frames -> detection, track and crop -> batched encode / decode / smooth /
+render -> preview frames. `animate.main.animate` wires it to a source and the outputs.
 
-    frames, fps, video, info = open_source("clip.mp4", cfg)
-    anim = Animator(model, frozen, cfg, device, "bf16", fps, smooth=video, timer=StepTimer(device))
-    items = prefetch(detect_frames(frames, detector, cfg, fps, video, timer), depth=32)  # background thread
+    src = open_source("clip.mp4")
+    anim = Animator(decoder, frozen, cfg, device, "bf16", smooth=True, timer=StepTimer(device))
+    items = prefetch(detect_frames(src.frames(), detector, cfg, src.fps, True, timer), depth=32)  # a thread
     for preview in anim.process(items): ...
-    curves = anim.curves()          # (T, A, max_n); anim.found (T,) bool; anim.distances per avatar
+    curves = anim.curves()   # (T, A, max_n); anim.found (T,) bool; anim.times, anim.faces; anim.distances
 
 Every network call runs under one autocast; each frame is encoded once and each avatar rendered once
-per frame with a face (frames without one reuse the last render).
+per frame with a face (frames without one reuse the last render). `frozen` must have been made ready
+with `animate.inference.prepare`.
 """
 from __future__ import annotations
 
@@ -17,12 +18,12 @@ import queue
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
+from animate.outputs import StepTimer, compose, frame_panel, renders_to_uint8, square_panel
 from common.device import autocast
 from data.face_track import (
     DETECTED,
@@ -31,73 +32,70 @@ from data.face_track import (
     crop_image,
     crop_square,
     detect_near,
-    pick_main_face,
     square_from_box,
+    usable_faces,
 )
 from data.smoothing import OneEuroFilter
-from data.video import VIDEO_EXTS, VideoReader, is_video, iter_images
-from emb2rig.test_outputs import StepTimer, compose, frame_panel, renders_to_uint8, square_panel
 
 if TYPE_CHECKING:
-    from emb2rig.test_mode import TestModeConfig
+    from animate.config import AnimateSettings
 
 
 @dataclass
 class Item:
-    """One frame after detection: its index, status, crop (None when missing) and preview panel."""
+    """One frame after detection.
+
+    Attributes:
+        index / t: frame number and presentation time (s). status: DETECTED, HELD or MISSING.
+        crop: the face crop (None when missing). panel: the preview's input panel (None without preview).
+        faces: faces seen (see `detect_frames`). new_track: this frame starts a new face track.
+    """
     index: int
+    t: float
     status: str
     crop: np.ndarray | None
     panel: np.ndarray | None
+    faces: int = 0
+    new_track: bool = False
 
 
-def open_source(path: str | Path, cfg: TestModeConfig) -> tuple[Iterable[np.ndarray], float, bool, dict]:
-    """(RGB frames, fps, is_video, info) of a video file or an image folder; for a folder, info's lists
-    'images' (names, in frame order) and 'skipped' ('name: reason' of unreadable files) fill as it is read."""
-    path = Path(path)
-    if is_video(path):
-        reader = VideoReader(path)
-        return reader, reader.fps, True, {"images": [], "skipped": []}
-    if path.is_dir():
-        info: dict = {"images": [], "skipped": []}
-        bad: list = []
+def detect_frames(frames: Iterable[tuple[float, np.ndarray]], detector, cfg: AnimateSettings, fps: float,
+                  video: bool, timer: StepTimer) -> Iterator[Item]:
+    """Decode ('decode'), detect, track and crop ('detect') each (time, frame), and draw its input panel ('panel').
 
-        def frames():
-            for p, rgb in iter_images(path, bad):
-                info["images"].append(str(p.relative_to(path)))
-                yield rgb
-            info["skipped"] += [f"{p.relative_to(path)}: {why}" for p, why in bad]
-        return frames(), cfg.image_fps, False, info
-    raise ValueError(f"test.input '{path}' is neither a video ({', '.join(VIDEO_EXTS)}) nor a folder of images")
-
-
-def detect_frames(frames: Iterable[np.ndarray], detector, cfg: TestModeConfig, fps: float, video: bool,
-                  timer: StepTimer) -> Iterator[Item]:
-    """Decode ('decode'), detect, track and crop ('detect') each frame, and draw its input panel ('panel').
-
-    In a video with a tracked face, the detector first looks in a window around it
-    (`cfg.detect_window`), and in the whole frame only when the window holds no usable face."""
-    tracker, it, panel_wh = FaceTracker(cfg.crop, fps) if video else None, iter(frames), None
+    Video: one face track (`data.face_track.FaceTracker`, policy `cfg.face`), which other faces never take
+    over. Once a face is tracked the detector looks in a window around it (`cfg.detect_window`) and in the
+    whole frame only when the window does not hold the tracked face, and on every
+    `cfg.count_faces_every`-th frame, so that other people are counted: `faces` is the number of usable
+    faces in the last whole-frame search, or in the window when it holds more. Images: the face that
+    `cfg.face` picks ('track' = 'largest'), every image on its own.
+    """
+    tracker = FaceTracker(cfg.crop, fps, pick=cfg.face) if video else None
+    it, panel_wh, whole_count = iter(frames), None, 0
     for i in itertools.count():
         if cfg.max_frames and i >= cfg.max_frames:
             return
         with timer("decode"):
-            rgb = next(it, None)
-        if rgb is None:
+            nxt = next(it, None)
+        if nxt is None:
             return
+        t, rgb = nxt
         with timer("detect"):
-            boxes = []
+            boxes, whole = [], True
             if video and tracker.last is not None and cfg.detect_window:  # near the tracked face first
                 boxes = detect_near(detector, rgb, tracker.last, cfg.detect_window, cfg.detect_window_side)
-            if pick_main_face(boxes, tracker.last if video else None, cfg.crop.min_face) is None:
-                boxes = detector.detect(rgb)  # the whole frame: no window, or no usable face in it
+                whole = tracker.match(boxes) is None or (cfg.count_faces_every > 0 and i % cfg.count_faces_every == 0)
+            if whole:
+                boxes = detector.detect(rgb)
+            n = len(usable_faces(boxes, cfg.crop.min_face))
+            whole_count = n if whole else whole_count
             if video:
-                res = tracker.update(boxes)
-                status, sq = res.status, res.square
+                res = tracker.update(boxes, t=t, frame_size=(rgb.shape[1], rgb.shape[0]))
+                status, sq, new_track = res.status, res.square, res.new_track
                 crop = crop_square(rgb, sq, cfg.crop.size) if sq is not None else None
             else:
-                crop, box = crop_image(rgb, boxes, cfg.crop)
-                status = DETECTED if crop is not None else MISSING
+                crop, box = crop_image(rgb, boxes, cfg.crop, pick=cfg.face)
+                status, new_track = (DETECTED if crop is not None else MISSING), True
                 sq = square_from_box(box, cfg.crop.margin) if box is not None else None
         panel = None
         if cfg.preview:
@@ -106,7 +104,7 @@ def detect_frames(frames: Iterable[np.ndarray], detector, cfg: TestModeConfig, f
                     h = cfg.preview_size
                     panel_wh = (2 * round(h * rgb.shape[1] / rgb.shape[0] / 2), h)
                 panel = frame_panel(rgb, sq.corners() if sq is not None else None, status, panel_wh)
-        yield Item(i, status, crop, panel)
+        yield Item(i, t, status, crop, panel, max(n, whole_count), new_track)
 
 
 PRODUCER_STEPS = ("decode", "detect", "panel")  # timed in the prefetch thread when there is one
@@ -155,27 +153,30 @@ class Animator:
 
     Args:
         model: the trained Emb2Rig (eval mode).
-        frozen: emb2rig.frozen.Frozen holding the encoder and the renderer; prepared in place for
-            `precision` and `cfg.quantize` (`Frozen.for_inference`), so it serves no other setting after.
-        cfg: TestModeConfig.
+        frozen: emb2rig.frozen.Frozen holding the encoder and the renderer, made ready for `precision`
+            with `animate.inference.prepare`.
+        cfg: AnimateSettings.
         device / precision: where and how ('fp32' | 'bf16' | 'fp16') the networks run.
-        fps: frame rate of the input (for the smoothing filter).
-        smooth: filter the rig curves (video input with `cfg.smoothing.enabled`).
+        fps: nominal frame rate (the smoothing filter's step when frames carry no time).
+        smooth: filter the rig curves (video input with `cfg.smoothing.enabled`), at the frames' times.
         timer: StepTimer collecting seconds per step.
     After `process` is exhausted: `curves()` (T, A, max_n) float32, `found` (T,) bool (a face was detected),
-    `distances` per avatar: the expression distances of the measured frames.
+    `times` (T,) s, `faces` (T,) faces seen, `tracks` (face tracks started), `distances` per avatar: the
+    expression distances of the measured frames.
     """
 
-    def __init__(self, model, frozen, cfg: TestModeConfig, device: torch.device, precision: str, fps: float,
+    def __init__(self, model, frozen, cfg: AnimateSettings, device: torch.device, precision: str, fps: float,
                  smooth: bool, timer: StepTimer):
         self.model, self.frozen, self.cfg, self.device, self.precision = model, frozen, cfg, device, precision
         self.A, self.timer = len(frozen.names), timer
-        frozen.for_inference(precision, cfg.quantize)  # in place: BatchNorm folded, weights cast or int8
         self.filter = OneEuroFilter.from_config(cfg.smoothing, fps) if smooth else None
         self.last: np.ndarray | None = None  # (A, max_n) rig of the last frame with a face
         self.last_panels: list[np.ndarray | None] = [None] * self.A
         self.rig_rows: list[np.ndarray | None] = []
         self.found: list[bool] = []
+        self.times: list[float] = []
+        self.faces: list[int] = []
+        self.tracks = 0
         self.distances: list[list[float]] = [[] for _ in range(self.A)]
         self._queued: list[tuple[torch.Tensor, torch.Tensor]] = []  # (renders, input embeddings) to encode
 
@@ -226,23 +227,26 @@ class Animator:
         x = self.frozen.encoder_input(renders.float().contiguous(), avatar)  # (m * A, 3, S, S) face crops
         self._queued.append((x, emb_in.repeat_interleave(self.A, 0)))
 
-    def _step(self, batch: list[Item]) -> list[np.ndarray]:
+    def _step(self, batch: list[Item]) -> list[tuple[float, np.ndarray]]:
         """One batch in frame order: encode + decode the frames with a face, smooth, keep the last rig on
-        the others, render each avatar once per new rig, queue distances; returns the preview frames."""
+        the others, render each avatar once per new rig, queue distances; returns (time, preview frame) pairs."""
         det = [it for it in batch if it.status == DETECTED]
         if det:
             feat, emb = self._encode(np.stack([it.crop for it in det]))
             raw = self._decode(feat)
         fresh, j = [], 0  # fresh: (item, smoothed rig, row in det) of frames with a new rig
         for it in batch:
+            if self.filter is not None and (it.status != DETECTED or it.new_track):
+                self.filter.reset()  # after a gap or on another face the curves start afresh
+            self.tracks += it.new_track and it.status == DETECTED
             if it.status == DETECTED:
-                r = raw[j] if self.filter is None else self.filter(raw[j]).astype(np.float32)
+                r = raw[j] if self.filter is None else self.filter(raw[j], it.t).astype(np.float32)
                 self.last, j = r, j + 1
                 fresh.append((it, r, j - 1))
-            elif self.filter is not None:
-                self.filter.reset()  # the next face starts the curves afresh
             self.rig_rows.append(self.last)
             self.found.append(it.status == DETECTED)
+            self.times.append(it.t)
+            self.faces.append(it.faces)
         every = self.cfg.expression_distance_every
         measured = lambda f: every > 0 and f[0].index % every == 0  # noqa: E731
         measure = [f for f in fresh if measured(f)]
@@ -263,13 +267,13 @@ class Animator:
                 if k < len(todo) and todo[k][0] is it:
                     self.last_panels = list(panels[k * self.A:(k + 1) * self.A])
                     k += 1
-                out.append(compose([it.panel, square_panel(it.crop, P), *map(lambda p: square_panel(p, P),
-                                   self.last_panels)], ["", "crop", *self.frozen.names]))
+                out.append((it.t, compose([it.panel, square_panel(it.crop, P), *map(lambda p: square_panel(p, P),
+                                   self.last_panels)], ["", "crop", *self.frozen.names])))
         return out
 
     @torch.inference_mode()
-    def process(self, items: Iterable[Item]) -> Iterator[np.ndarray]:
-        """Consume detected frames in order; yield preview frames (nothing when preview is off)."""
+    def process(self, items: Iterable[Item]) -> Iterator[tuple[float, np.ndarray]]:
+        """Consume detected frames in order; yield (time, preview frame) (nothing when preview is off)."""
         batch: list[Item] = []
         for it in items:
             batch.append(it)

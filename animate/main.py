@@ -1,0 +1,147 @@
+"""Animate: a face video, images or an image -> every avatar's rig curves, a preview video and a summary.
+
+    python animate.py clip.mp4 --pretrained outputs/demo/emb2rig/checkpoint-best.pth [--out DIR] [key=value ...]
+    python train_emb2rig_multichar.py configs/demo/emb2rig.yaml mode=test pretrained=CKPT test.input=clip.mp4
+
+The stage-3b checkpoint decides the models (`animate.models.load_models`: the decoder, the encoder and
+renderer it was trained through, checked before any frame is read), the avatars, their controls and the
+face framing (the crop margin it was trained with, at the encoder's input size).
+
+Streamed (a video is never held in memory): decode a frame -> detect faces -> follow one face (video:
+`data.face_track.FaceTracker`; images: the face `face` picks) -> square crop -> batches of `batch_size`
+crops -> encode once per frame under autocast -> decode every avatar's rig from that one feature ->
+One-Euro smoothing per control at the frames' real times (video only) -> render each avatar once per
+frame -> preview frame (input | crop | avatars) -> an H.264 preview at the source's nominal rate whose
+frames follow the source's timestamps (`data.video.retime`).
+
+Frames without the tracked face (the tracker's 'held' and 'missing' frames) keep the last rig and the
+last render and are marked: `face_found` 0 in every CSV, listed in `missing_frames` in summary.json.
+Frames before the first face get the first face's rig (also marked); with no face at all the control
+cells are empty. The smoothing filter restarts after every such gap and on a new track.
+
+Outputs in `out_dir`: `<avatar>.csv` (`frame,time_s,<controls>,face_found,faces`), `preview.mp4` and
+`summary.json` (frames decoded / expected and a warning when decoding stopped early, faces found,
+frames with several faces, tracks, fps = end-to-end frames per second from decoded frame to written
+curves and preview, mean expression distance per avatar, seconds per step, the models and settings).
+
+expression_distance: Euclidean distance between the 16-d unit expression embeddings of the input crop
+and of the avatar's render (0 = the same expression to the encoder, 2 = opposite). It costs one more
+encoder pass per avatar, so it is measured only on frames whose index is a multiple of
+`expression_distance_every` (and that have a face); 0 turns it off. The renders are encoded in the same
+batch as the next frames' crops; those of the last batch are dropped when others were measured.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from animate.config import AnimateConfig, AnimateSettings
+from animate.inference import prepare
+from animate.models import Models, load_models
+from animate.outputs import StepTimer, write_curves
+from animate.pipeline import PRODUCER_STEPS, Animator, detect_frames, prefetch
+from animate.sources import Source, open_source
+from common.config import to_dict
+from common.device import pick_device, setup_cpu
+from common.run import write_json
+from data.face_detect import build_detector
+from data.video import retime, write_video
+
+
+def auto_precision(precision: str, device: torch.device) -> str:
+    """'auto' -> bf16 on CUDA and on CPUs with native bf16, else fp32; other values pass through."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
+
+
+def animate(source: Source, models: Models, detector, cfg: AnimateSettings, device: torch.device, precision: str,
+            out_dir: str | Path) -> dict:
+    """Run the pipeline on `source` with prepared `models` and write CSVs + preview into `out_dir`;
+    returns the summary (not yet written)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    video = source.kind == "video"
+    timer = StepTimer(device)
+    anim = Animator(models.decoder, models.frozen, cfg, device, precision, source.fps, video and cfg.smoothing.enabled,
+                    timer)
+    t0 = time.perf_counter()
+    depth = cfg.prefetch if cfg.prefetch >= 0 else (32 if device.type == "cuda" else 0)
+    previews = anim.process(prefetch(detect_frames(source.frames(), detector, cfg, source.fps, video, timer), depth))
+    if cfg.preview:  # (time, frame) pairs; a video's preview shows at each 1 / fps the frame of that moment
+        timed = _timed_sink(previews, timer)
+        write_video(out_dir / "preview.mp4", retime(timed, source.fps) if video else (f for _, f in timed),
+                    source.fps)
+    else:
+        for _ in previews:
+            pass
+    read = source.report()
+    if not anim.found:
+        raise ValueError(f"nothing could be read from {source.spec}: " + "; ".join(read.get("skipped", [])[:5]))
+    curves, found = anim.curves(), np.array(anim.found, bool)
+    times, faces = np.array(anim.times), np.array(anim.faces)
+    with timer("write_csv"):
+        for a, (name, ctrl) in enumerate(zip(models.names, models.controls)):
+            write_curves(out_dir / f"{name}.csv", ctrl, curves[:, a, :len(ctrl)], times, found, faces)
+    wall = time.perf_counter() - t0
+    steps = {k: round(v, 3) for k, v in timer.seconds.items()}
+    main_thread = [v for k, v in timer.seconds.items() if depth == 0 or k not in PRODUCER_STEPS]
+    steps["other"] = round(wall - sum(main_thread), 3)  # decode / detect / panel overlap when prefetching
+    several = np.flatnonzero(faces > 1)
+    return {"input": source.spec, "kind": source.kind, "frames": int(len(found)), **read,
+            "faces_found": int(found.sum()), "faces_found_pct": round(100 * found.mean(), 2),
+            "missing_frames": np.flatnonzero(~found).tolist(), "frames_with_several_faces": int(len(several)),
+            "first_frames_with_several_faces": several[:20].tolist(), "tracks": anim.tracks,
+            "fps": round(len(found) / wall, 3), "source_fps": source.fps, "duration_s": round(float(times[-1]), 4),
+            "seconds": round(wall, 3), "seconds_per_step": steps,
+            "expression_distance": {n: (round(float(np.mean(d)), 4) if d else None)
+                                    for n, d in zip(models.names, anim.distances)},
+            "expression_distance_frames": len(anim.distances[0]), "avatars": list(models.names),
+            "outputs": {"csv": [f"{n}.csv" for n in models.names], "preview": "preview.mp4" if cfg.preview else None},
+            "detector": getattr(detector, "name", type(detector).__name__), "device": str(device),
+            "precision": precision, "prefetch": depth, "smoothed": video and cfg.smoothing.enabled,
+            "settings": to_dict(cfg)}
+
+
+def _timed_sink(frames: Iterator, timer: StepTimer) -> Iterator:
+    """Pass items on; the time until the consumer asks for the next one is booked as 'write_video'."""
+    for f in frames:
+        t0 = time.perf_counter()
+        yield f
+        timer.seconds["write_video"] += time.perf_counter() - t0
+
+
+def run(cfg: AnimateConfig) -> dict:
+    """Load the stage-3b checkpoint and its frozen networks, animate every avatar it knows from `cfg.input`,
+    and write the outputs and summary.json; returns the summary."""
+    source = open_source(cfg.input, cfg.image_fps)  # an input with nothing to read fails before any loading
+    device = pick_device(cfg.device)
+    if cfg.quantize == "int8" and device.type != "cpu":
+        raise ValueError(f"quantize=int8 runs on CPU only, not on {device}: set device=cpu or quantize=none")
+    threads = setup_cpu(device, cfg.threads)
+    precision = auto_precision(cfg.precision, device)
+    models = load_models(cfg.pretrained, device, cfg.encoder, cfg.renderer)
+    cfg.crop.margin = models.crop_margin  # frame faces as the decoder saw them in training,
+    cfg.crop.size = models.frozen.encoder.image_size  # at the encoder's input size
+    prepare(models.frozen, precision, cfg.quantize)
+    detector = build_detector(cfg.detector.name, cfg.detector)
+    out_dir = cfg.resolved_out_dir()
+    summary = animate(source, models, detector, cfg, device, precision, out_dir)
+    summary.update(pretrained=cfg.pretrained, encoder=models.encoder_path, renderer=models.renderer_path,
+                   models_checked=models.checked, threads=threads)
+    write_json(out_dir / "summary.json", summary)
+    for w in summary["warnings"]:
+        print(f"[animate] warning: {w}")
+    if summary["faces_found"] == 0:
+        print(f"[animate] warning: no face found in {cfg.input}; the CSVs have empty control cells "
+              f"(try detector.max_side=640 for small faces, or another detector)")
+    print(f"[animate] {summary['frames']} frames, face in {summary['faces_found_pct']}%, "
+          f"{summary['frames_with_several_faces']} with several faces, {summary['fps']:.2f} fps end to end "
+          f"-> {out_dir}")
+    return summary
