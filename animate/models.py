@@ -22,8 +22,8 @@ import torch
 from emb2rig.frozen import Frozen, load_frozen
 from emb2rig.models import Emb2Rig, load_decoder
 
-RENDER_TOL = 0.01     # mean |pixel difference| at the reference rigs, images in [0, 1] (same net: < 1e-3)
-FEATURE_TOL = 0.01    # relative L2 difference of the reference features (same net: < 1e-3)
+RENDER_TOL = 0.005    # mean |pixel difference| at the reference rigs, images in [0, 1] (same net: ~1e-4)
+FEATURE_TOL = 0.01    # relative L2 difference of the reference features (same net: ~3e-4)
 
 
 class ModelMismatch(ValueError):
