@@ -32,6 +32,7 @@ batch as the next frames' crops; those of the last batch are dropped when others
 """
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -73,7 +74,12 @@ def animate(source: Source, models: Models, detector, cfg: AnimateSettings, devi
                     timer)
     t0 = time.perf_counter()
     depth = cfg.prefetch if cfg.prefetch >= 0 else (32 if device.type == "cuda" else 0)
-    previews = anim.process(prefetch(detect_frames(source.frames(), detector, cfg, source.fps, video, timer), depth))
+    frames = source.frames()
+    first = next(frames, None)  # nothing readable at all: say so before any output is started
+    if first is None:
+        raise ValueError(f"nothing could be read from {source.spec}: " + "; ".join(source.report()["skipped"][:5]))
+    frames = itertools.chain([first], frames)
+    previews = anim.process(prefetch(detect_frames(frames, detector, cfg, source.fps, video, timer), depth))
     if cfg.preview:  # (time, frame) pairs; a video's preview shows at each 1 / fps the frame of that moment
         timed = _timed_sink(previews, timer)
         write_video(out_dir / "preview.mp4", retime(timed, source.fps) if video else (f for _, f in timed),
@@ -82,8 +88,6 @@ def animate(source: Source, models: Models, detector, cfg: AnimateSettings, devi
         for _ in previews:
             pass
     read = source.report()
-    if not anim.found:
-        raise ValueError(f"nothing could be read from {source.spec}: " + "; ".join(read.get("skipped", [])[:5]))
     curves, found = anim.curves(), np.array(anim.found, bool)
     times, faces = np.array(anim.times), np.array(anim.faces)
     with timer("write_csv"):

@@ -65,13 +65,13 @@ def detect_frames(frames: Iterable[tuple[float, np.ndarray]], detector, cfg: Ani
 
     Video: one face track (`data.face_track.FaceTracker`, policy `cfg.face`), which other faces never take
     over. Once a face is tracked the detector looks in a window around it (`cfg.detect_window`) and in the
-    whole frame only when the window does not hold the tracked face, and on every
-    `cfg.count_faces_every`-th frame, so that other people are counted: `faces` is the number of usable
-    faces in the last whole-frame search, or in the window when it holds more. Images: the face that
+    whole frame only when the window does not hold the tracked face, on the frame after one without it,
+    and on every `cfg.count_faces_every`-th frame, so that other people are counted: `faces` is the
+    number of usable faces in the last whole-frame search, or in the window when it holds more. Images: the face that
     `cfg.face` picks ('track' = 'largest'), every image on its own.
     """
     tracker = FaceTracker(cfg.crop, fps, pick=cfg.face) if video else None
-    it, panel_wh, whole_count = iter(frames), None, 0
+    it, panel_wh, whole_count, status = iter(frames), None, 0, MISSING
     for i in itertools.count():
         if cfg.max_frames and i >= cfg.max_frames:
             return
@@ -84,7 +84,8 @@ def detect_frames(frames: Iterable[tuple[float, np.ndarray]], detector, cfg: Ani
             boxes, whole = [], True
             if video and tracker.last is not None and cfg.detect_window:  # near the tracked face first
                 boxes = detect_near(detector, rgb, tracker.last, cfg.detect_window, cfg.detect_window_side)
-                whole = tracker.match(boxes) is None or (cfg.count_faces_every > 0 and i % cfg.count_faces_every == 0)
+                whole = (tracker.match(boxes) is None or status != DETECTED  # lost, or back after a hold
+                         or (cfg.count_faces_every > 0 and i % cfg.count_faces_every == 0))
             if whole:
                 boxes = detector.detect(rgb)
             n = len(usable_faces(boxes, cfg.crop.min_face))
