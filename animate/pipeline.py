@@ -64,11 +64,11 @@ def detect_frames(frames: Iterable[tuple[float, np.ndarray]], detector, cfg: Ani
     """Decode ('decode'), detect, track and crop ('detect') each (time, frame), and draw its input panel ('panel').
 
     Video: one face track (`data.face_track.FaceTracker`, policy `cfg.face`), which other faces never take
-    over. Once a face is tracked the detector looks in a window around it (`cfg.detect_window`) and in the
-    whole frame only when the window does not hold the tracked face, on the frame after one without it,
-    and on every `cfg.count_faces_every`-th frame, so that other people are counted: `faces` is the
-    number of usable faces in the last whole-frame search, or in the window when it holds more. Images: the face that
-    `cfg.face` picks ('track' = 'largest'), every image on its own.
+    over. Once a face is tracked the detector looks in a window around it (`cfg.detect_window`), and in
+    the whole frame only when the window does not hold the tracked face, on the frame after one without
+    it, and on every `cfg.count_faces_every`-th frame, so that other people are counted: `faces` is the
+    number of usable faces in the last whole-frame search, or in the window when it holds more.
+    Images: the face that `cfg.face` picks ('track' = 'largest'), every image on its own.
     """
     tracker = FaceTracker(cfg.crop, fps, pick=cfg.face) if video else None
     it, panel_wh, whole_count, status = iter(frames), None, 0, MISSING
