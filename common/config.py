@@ -2,7 +2,8 @@
 
 Each stage declares one dataclass schema (nested dataclasses for sections). OmegaConf does the
 merging and type checking; this module only turns its errors into messages that name the key,
-the file it came from and the closest valid spelling.
+the file it came from and the closest valid spelling. A schema's `RENAMED: ClassVar[dict]` maps old
+key names to new ones, so an old name is refused with the new one in the message.
 
     cfg = load_config(Rig2ImgConfig, sys.argv[1:], default="configs/configs_rig2img.yaml")
 
@@ -54,12 +55,26 @@ def _nested_keys(d: dict, prefix: str = "") -> list[str]:
     return out
 
 
+def renamed_keys(schema: type, prefix: str = "") -> dict[str, str]:
+    """Old dotted key -> new name, from each (nested) schema's `RENAMED` class attribute."""
+    out = {prefix + old: prefix + new for old, new in getattr(schema, "RENAMED", {}).items()}
+    hints = typing.get_type_hints(schema)
+    for f in dataclasses.fields(schema):
+        if dataclasses.is_dataclass(hints[f.name]):
+            out.update(renamed_keys(hints[f.name], prefix + f.name + "."))
+    return out
+
+
 def _check_known(schema: type, keys: Sequence[str], source: str) -> None:
-    """Raise for the first key that the schema lacks, with the closest valid spelling."""
+    """Raise for the first key that the schema lacks: a renamed key with its new name, any other with
+    the closest valid spelling."""
     valid, free = _schema_keys(schema)
+    renamed = renamed_keys(schema)
     for key in keys:
         if key in valid or any(key.startswith(f + ".") for f in free):
             continue
+        if key in renamed:
+            raise ConfigError(f"{source}: config key '{key}' is now called '{renamed[key]}'; rename it")
         close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
         hint = f" Did you mean '{close[0]}'?" if close else ""
         top = ", ".join(k for k in valid if "." not in k)

@@ -15,6 +15,7 @@ class MAEPretrainConfig:
 
     The learning rate is `blr * batch_size * accum_iter * world_size / 256` unless `lr` is set.
     """
+    RENAMED = {"iters_per_epoch": "steps_per_epoch", "grid_images": "grid_samples"}  # old names, refused
 
     # run
     output_dir: str = "outputs/mae"
@@ -24,7 +25,7 @@ class MAEPretrainConfig:
     epochs: int = 400
     batch_size: int = 64  # per process and per micro-step
     num_workers: int = 8
-    iters_per_epoch: int = 0  # cap on iterations per epoch (0: one pass over train_roots)
+    steps_per_epoch: int = 0  # cap on iterations per epoch (0: one pass over train_roots)
     stop_after_epochs: int = 0  # stop this invocation after N epochs (0: run to the end); resume later
     # model
     model: str = "mae_vit_base_patch16"
@@ -47,7 +48,7 @@ class MAEPretrainConfig:
     val_max_images: int = 256  # held-out images used for the per-epoch loss
     scale_min: float = 0.2  # RandomResizedCrop scale range (scale_min, 1)
     crop_margin: float | None = None  # face crop where a folder has face_boxes.csv (as stages 2, 3b); null = whole
-    grid_images: int = 8  # faces in the per-epoch reconstruction grid (0: none)
+    grid_samples: int = 8  # faces in the per-epoch reconstruction grid (0: none)
     log_every: int = 20  # iterations between progress updates and finite-loss checks
 
     def __post_init__(self) -> None:

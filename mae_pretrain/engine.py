@@ -52,7 +52,7 @@ def train_one_epoch(model: torch.nn.Module, loader, optimizer: torch.optim.Optim
         loader: yields `(imgs (B, 3, H, W), bad (B,))` from `mae_pretrain.data.FaceImages`.
         optimizer, scaler: AdamW and the precision's GradScaler (inactive unless fp16).
         epoch: 0-based epoch index (the lr schedule runs in fractional epochs).
-        cfg: `MAEPretrainConfig` (epochs, iters_per_epoch, warmup_epochs, min_lr, accum_iter, mask_ratio,
+        cfg: `MAEPretrainConfig` (epochs, steps_per_epoch, warmup_epochs, min_lr, accum_iter, mask_ratio,
             precision, channels_last, clip_grad, log_every).
         lr: the peak learning rate.
 
@@ -63,7 +63,7 @@ def train_one_epoch(model: torch.nn.Module, loader, optimizer: torch.optim.Optim
         FloatingPointError: a non-finite loss, naming the global step (iteration) it appeared at.
     """
     model.train()
-    accum, n_iter = cfg.accum_iter, min(len(loader), cfg.iters_per_epoch or len(loader))
+    accum, n_iter = cfg.accum_iter, min(len(loader), cfg.steps_per_epoch or len(loader))
     n_used = n_iter - n_iter % accum  # an incomplete accumulation tail is dropped
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
     loss_sum = torch.zeros((), device=device)

@@ -74,8 +74,8 @@ def main(cfg: MAEPretrainConfig) -> dict:
         train_model = torch.compile(train_model)
     log = MetricsLogger(run_dir, enabled=info.is_main)
     grid = None
-    if val is not None and cfg.grid_images > 0:  # faces spread over the held-out set (several actors)
-        pick = torch.linspace(0, val.shape[0] - 1, min(cfg.grid_images, val.shape[0])).long()
+    if val is not None and cfg.grid_samples > 0:  # faces spread over the held-out set (several actors)
+        pick = torch.linspace(0, val.shape[0] - 1, min(cfg.grid_samples, val.shape[0])).long()
         grid = (val[pick], val_noise[pick])
     if info.is_main:
         print(f"MAE {cfg.model} ({size} px) on {dev}, {cfg.precision}, {info.world_size} process(es): "

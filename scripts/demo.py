@@ -43,7 +43,7 @@ class Step:
 
 # --quick: the same pipeline on a minimal budget, to check that the stages fit together (tests use it)
 QUICK = {
-    "mae": ["epochs=1", "iters_per_epoch=2", "batch_size=8", "val_max_images=8", "grid_images=2", "num_workers=0"],
+    "mae": ["epochs=1", "steps_per_epoch=2", "batch_size=8", "val_max_images=8", "grid_samples=2", "num_workers=0"],
     "expression": ["epochs=1", "steps_per_epoch=2", "batch_size=8", "num_workers=0"],
     "rig2img": ["epochs=1", "batch_size=64", "grid_samples=2"],
     "emb2rig": ["epochs=1", "steps_per_epoch=2", "batch_size=8", "val_samples=16"],

@@ -91,3 +91,11 @@ def test_entry_script_rejects_bad_key_with_exit_code(tmp_path):
     r = subprocess.run([sys.executable, "-c", code, "epoch=3"], capture_output=True, text=True)
     assert r.returncode == 2
     assert "epoch" in r.stderr and "epochs" in r.stderr
+
+
+def test_a_renamed_key_is_refused_with_its_new_name():
+    from mae_pretrain.config import MAEPretrainConfig
+
+    for old, new in (("iters_per_epoch", "steps_per_epoch"), ("grid_images", "grid_samples")):
+        with pytest.raises(ConfigError, match=f"'{old}' is now called '{new}'"):
+            load_config(MAEPretrainConfig, [f"{old}=3"])

@@ -49,7 +49,7 @@ def faces(tmp_path_factory) -> Path:
 def _cfg(faces: Path, out: Path, *extra: str) -> MAEPretrainConfig:
     args = [f"output_dir={out}", f"train_roots=[{faces / 'train'}]", f"val_roots=[{faces / 'test'}]",
             "model=mae_vit_tiny_patch8_64", "device=cpu", "precision=fp32", "epochs=2", "batch_size=4",
-            "num_workers=0", "warmup_epochs=1", "blr=1e-3", "grid_images=2", "seed=3", *extra]
+            "num_workers=0", "warmup_epochs=1", "blr=1e-3", "grid_samples=2", "seed=3", *extra]
     return load_config(MAEPretrainConfig, args)
 
 
@@ -123,7 +123,7 @@ def test_two_process_torchrun_on_cpu(faces, tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone", "pretrain_mae.py",
            "configs/demo/mae_pretrain.yaml", f"output_dir={out}", f"train_roots=[{faces / 'train'}]",
            f"val_roots=[{faces / 'test'}]", "device=cpu", "precision=fp32", "epochs=1", "batch_size=4",
-           "num_workers=0", "grid_images=2"]
+           "num_workers=0", "grid_samples=2"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
