@@ -18,7 +18,7 @@ class MAEPretrainConfig:
     RENAMED = {"iters_per_epoch": "steps_per_epoch", "grid_images": "grid_samples"}  # old names, refused
 
     # run
-    output_dir: str = "outputs/mae"
+    output_dir: str = "outputs/mae_pretrain"
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     precision: str = "bf16"  # fp32 | bf16 | fp16 (fp16: CUDA only)
@@ -29,6 +29,7 @@ class MAEPretrainConfig:
     stop_after_epochs: int = 0  # stop this invocation after N epochs (0: run to the end); resume later
     # model
     model: str = "mae_vit_base_patch16"
+    pretrained: str = ""  # start a new run from a public MAE / MAE-Face file (decoder fresh when absent)
     img_size: int = 0  # 0: the preset's size
     norm_pix_loss: bool = True
     mask_ratio: float = 0.75
@@ -49,6 +50,7 @@ class MAEPretrainConfig:
     scale_min: float = 0.2  # RandomResizedCrop scale range (scale_min, 1)
     crop_margin: float | None = None  # face crop where a folder has face_boxes.csv (as stages 2, 3b); null = whole
     grid_samples: int = 8  # faces in the per-epoch reconstruction grid (0: none)
+    tensorboard: bool = False  # also write TensorBoard event files (<output_dir>/tb)
     log_every: int = 20  # iterations between progress updates and finite-loss checks
 
     def __post_init__(self) -> None:

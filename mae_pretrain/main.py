@@ -23,6 +23,7 @@ from common.run import prepare_run_dir, write_json
 from .config import MAEPretrainConfig
 from .data import build_loaders
 from .engine import build_optimizer, evaluate, train_one_epoch
+from .checkpoint_io import load_mae_checkpoint
 from .models_mae import build_mae
 from .visualize import save_recon_grid
 
@@ -63,6 +64,12 @@ def main(cfg: MAEPretrainConfig) -> dict:
             seed_everything(cfg.seed + info.rank + 1000 * state["epoch"])
         if info.is_main:
             print(f"resumed from {resume} after epoch {state['epoch']}")
+    elif cfg.pretrained:  # a new run from a public MAE / MAE-Face file
+        missing, unexpected = load_mae_checkpoint(model, cfg.pretrained)
+        if info.is_main:
+            fresh = [k for k in missing if k.startswith(("decoder_", "mask_token"))]
+            print(f"[mae] init from {cfg.pretrained}: {len(missing)} keys missing ({len(fresh)} of the decoder, "
+                  f"which starts fresh), {len(unexpected)} unexpected {unexpected[:5]}")
     if state["epoch"] >= cfg.epochs:
         if info.is_main:
             print(f"{run_dir}: already complete ({state['epoch']}/{cfg.epochs} epochs)")
@@ -72,7 +79,7 @@ def main(cfg: MAEPretrainConfig) -> dict:
     train_model = wrap_ddp(model, info)
     if cfg.compile:
         train_model = torch.compile(train_model)
-    log = MetricsLogger(run_dir, enabled=info.is_main)
+    log = MetricsLogger(run_dir, enabled=info.is_main, tensorboard=cfg.tensorboard)
     grid = None
     if val is not None and cfg.grid_samples > 0:  # faces spread over the held-out set (several actors)
         pick = torch.linspace(0, val.shape[0] - 1, min(cfg.grid_samples, val.shape[0])).long()

@@ -131,3 +131,30 @@ def test_two_process_torchrun_on_cpu(faces, tmp_path):
     rec = [json.loads(s) for s in (out / "metrics.jsonl").read_text().splitlines()]
     assert rec[-1]["epoch"] == 1 and np.isfinite(rec[-1]["train/train_loss"])
     assert load_checkpoint(out / "checkpoint-last.pth")["epoch"] == 1
+
+
+def test_a_new_run_starts_from_a_public_encoder_file_with_a_fresh_decoder(faces, tmp_path, capsys):
+    """`pretrained=` (official `{'model': ...}`, encoder only as mae_pretrain_vit_base.pth): the encoder
+    starts from the file, the decoder from its own init, and the report says so; TensorBoard on."""
+    torch.manual_seed(7)
+    src = build_mae("mae_vit_tiny_patch8_64")
+    encoder_only = {k: v for k, v in src.state_dict().items() if not k.startswith(("decoder_", "mask_token"))}
+    torch.save({"model": encoder_only}, tmp_path / "public.pth")
+    main(_cfg(faces, tmp_path / "run", "epochs=1", "blr=0", f"pretrained={tmp_path / 'public.pth'}",
+              "tensorboard=true"))
+    out = capsys.readouterr().out
+    n_dec = sum(k.startswith(("decoder_", "mask_token")) for k in src.state_dict())
+    assert f"{n_dec} keys missing ({n_dec} of the decoder, which starts fresh), 0 unexpected" in out
+    trained = load_checkpoint(tmp_path / "run" / "checkpoint-last.pth")["model"]  # lr 0: weights as loaded
+    assert all(torch.equal(trained[k], v) for k, v in encoder_only.items())
+    assert any((tmp_path / "run" / "tb").iterdir())
+
+
+def test_loss_keeps_float64_and_passes_gradcheck():
+    torch.manual_seed(0)
+    mae = build_mae("mae_vit_tiny_patch8_64").double()
+    imgs = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    loss, pred, mask = mae(imgs, noise=torch.rand(2, 64, dtype=torch.float64))
+    assert loss.dtype == torch.float64
+    pred = pred.detach().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda p: mae.forward_loss(imgs, p, mask), (pred,))
