@@ -20,10 +20,10 @@ from common.dist import barrier, cleanup, init_distributed, unwrap, wrap_ddp
 from common.metrics import MetricsLogger, plot_metrics
 from common.run import prepare_run_dir, write_json
 
+from .checkpoint_io import load_mae_checkpoint
 from .config import MAEPretrainConfig
 from .data import build_loaders
 from .engine import build_optimizer, evaluate, train_one_epoch
-from .checkpoint_io import load_mae_checkpoint
 from .models_mae import build_mae
 from .visualize import save_recon_grid
 
