@@ -8,13 +8,14 @@ expression encoder and neural renderer; `mode=test` animates images or a video w
 
 Any config key can be overridden: `loss.weight_perceptual=0 epochs=10`. Test mode is `python animate.py`.
 """
-from animate import Emb2RigCommand, run
+from animate.config import Emb2RigCommand
 from common.config import cli
-from emb2rig.main import main
 
 if __name__ == "__main__":
     cfg = cli(Emb2RigCommand, default="configs/configs_emb2rig_multi.yaml")
     if cfg.mode == "test":
-        run(cfg.animate_config())
+        from animate.main import run_cli
+        run_cli(cfg.animate_config(), key_prefix="test.")
     else:
+        from emb2rig.main import main
         main(cfg)

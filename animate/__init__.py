@@ -2,11 +2,7 @@
 
     python animate.py clip.mp4 --pretrained outputs/demo/emb2rig/checkpoint-best.pth
 
-`run(AnimateConfig)` is the whole product path; `load_models` and `prepare` are its model half.
+`animate.main.run(AnimateConfig)` is the whole product path; `animate.models.load_models` and
+`animate.inference.prepare` are its model half. Nothing is imported here, so the stage-3b script can
+read `animate.config` without loading video and detector libraries.
 """
-from animate.config import AnimateConfig, AnimateSettings, Emb2RigCommand
-from animate.inference import prepare
-from animate.main import run
-from animate.models import load_models
-
-__all__ = ["AnimateConfig", "AnimateSettings", "Emb2RigCommand", "load_models", "prepare", "run"]

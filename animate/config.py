@@ -22,6 +22,7 @@ from data.smoothing import SmoothingConfig
 from emb2rig.config import Emb2RigConfig
 
 QUANTIZE = ("none", "int8")  # encoder settings for inference (`animate.inference.prepare`)
+GLOB_CHARS = "*?["  # an input holding one of these (and not an existing path) is a glob pattern
 
 
 @dataclass
@@ -48,7 +49,8 @@ class AnimateSettings:
         count_faces_every: in a video, also search the whole frame on every k-th frame, so that other
             people in view are counted (the CSV's `faces`; 0 = only when the window lost the face).
         crop: the video face track (`max_missing` frames held after the face is lost, `min_face`, the
-            track's smoothing). Its `size` and `margin` are set from the checkpoint at run time.
+            track's smoothing). Its `size` and `margin` are not settings: they are set at run time to the
+            encoder's input size and the margin stored in the checkpoint.
         smoothing: One-Euro filter on the rig curves (video only, at the frames' real times).
         expression_distance_every: measure the expression distance on every k-th frame (0 = never).
         prefetch: frames decoded and detected ahead in a background thread (0 = in the main thread;
@@ -92,6 +94,9 @@ class AnimateSettings:
         if not (self.detect_window == 0 or self.detect_window >= 1) or self.detect_window_side < 32:
             raise ValueError(f"'detect_window' must be 0 (off) or >= 1 and 'detect_window_side' >= 32, "
                              f"got {self.detect_window}, {self.detect_window_side}")
+        if (self.crop.size, self.crop.margin) != (CropConfig.size, CropConfig.margin):
+            raise ValueError("'crop.size' and 'crop.margin' come from the stage-3b checkpoint (the encoder's input "
+                             "size, the margin it was trained with); remove them from the config")
         if self.preview_size < 16 or not self.image_fps > 0 or self.threads < 0:
             raise ValueError(f"'preview_size' must be >= 16, 'image_fps' > 0 and 'threads' >= 0, got "
                              f"{self.preview_size}, {self.image_fps}, {self.threads}")
@@ -122,7 +127,7 @@ class AnimateConfig(AnimateSettings):
         """`out_dir`, or `<default_root>/<input name>` (a glob's folder name for a pattern)."""
         if self.out_dir:
             return Path(self.out_dir)
-        name = Path(self.input.rstrip("/")).stem if not any(c in self.input for c in "*?[") \
+        name = Path(self.input.rstrip("/")).stem if not any(c in self.input for c in GLOB_CHARS) \
             else Path(self.input).parent.name or "images"
         return Path(default_root) / name
 

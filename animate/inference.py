@@ -27,6 +27,9 @@ from torch import nn
 from animate.config import QUANTIZE
 from common.device import autocast_dtype
 from expression_finetune import ExpressionEncoder
+from mae_pretrain.models_mae import Attention
+
+PREPARED = "animate_prepared_for"  # attribute marking a network `prepare` changed (its setting)
 
 
 class InferenceAttention(nn.Module):
@@ -59,13 +62,12 @@ class InferenceAttention(nn.Module):
 
 
 def use_inference_attention_(encoder: nn.Module, core_dtype: torch.dtype | None = None) -> int:
-    """Replace every module with `qkv`, `proj` and `num_heads` (the ViT's attention) by an
-    `InferenceAttention` over the same weights; returns how many were replaced."""
+    """Replace every ViT attention (`mae_pretrain.models_mae.Attention`) by an `InferenceAttention` over
+    the same weights; returns how many were replaced."""
     n = 0
     for module in list(encoder.modules()):
         for name, child in module.named_children():
-            if all(hasattr(child, a) for a in ("qkv", "proj", "num_heads")) and not isinstance(child,
-                                                                                             InferenceAttention):
+            if isinstance(child, Attention):
                 setattr(module, name, InferenceAttention(child, core_dtype))
                 n += 1
     return n
@@ -187,11 +189,15 @@ def prepare_renderer(renderer: nn.Module, precision: str) -> nn.Module:
 
 
 def prepare(frozen, precision: str, quantize: str = "none"):
-    """Make a `emb2rig.frozen.Frozen` fast for inference, in place, once (refused a second time):
-    `prepare_encoder` and `prepare_renderer`. Returns `frozen`."""
-    if getattr(frozen, "prepared_for", None) is not None:
-        raise ValueError(f"these frozen networks were already prepared for {frozen.prepared_for}; load them again")
-    frozen.encoder = prepare_encoder(frozen.encoder, precision, quantize)  # first: it may refuse, changing nothing
+    """Make a `emb2rig.frozen.Frozen` fast for inference, in place, once: `prepare_encoder` and
+    `prepare_renderer`. Networks prepared before (through any wrapper) are refused. Returns `frozen`."""
+    for net in (frozen.encoder, frozen.renderer):
+        if (done := getattr(net, PREPARED, None)) is not None:
+            raise ValueError(f"these frozen networks were already prepared for {done}; load them again")
+    setting = f"{precision} inference" + (" with an int8 encoder" if quantize == "int8" else "")
+    encoder = prepare_encoder(frozen.encoder, precision, quantize)  # first: it may refuse, changing nothing
     prepare_renderer(frozen.renderer, precision)
-    frozen.prepared_for = f"{precision} inference" + (" with an int8 encoder" if quantize == "int8" else "")
+    for net in {frozen.encoder, encoder, frozen.renderer}:
+        setattr(net, PREPARED, setting)
+    frozen.encoder = encoder
     return frozen

@@ -33,6 +33,7 @@ batch as the next frames' crops; those of the last batch are dropped when others
 from __future__ import annotations
 
 import itertools
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,16 +42,17 @@ import numpy as np
 import torch
 
 from animate.config import AnimateConfig, AnimateSettings
+from animate.detect import PRODUCER_STEPS, detect_frames, prefetch
 from animate.inference import prepare
-from animate.models import Models, load_models
+from animate.models import ModelMismatch, Models, load_models
 from animate.outputs import StepTimer, write_curves
-from animate.pipeline import PRODUCER_STEPS, Animator, detect_frames, prefetch
-from animate.sources import Source, open_source
+from animate.pipeline import Animator
+from animate.sources import InputError, Source, open_source
 from common.config import to_dict
-from common.device import pick_device, setup_cpu
+from common.device import check_precision, pick_device, setup_cpu
 from common.run import write_json
 from data.face_detect import build_detector
-from data.video import retime, write_video
+from data.video import VideoError, retime, write_video
 
 
 def auto_precision(precision: str, device: torch.device) -> str:
@@ -66,8 +68,6 @@ def animate(source: Source, models: Models, detector, cfg: AnimateSettings, devi
             out_dir: str | Path) -> dict:
     """Run the pipeline on `source` with prepared `models` and write CSVs + preview into `out_dir`;
     returns the summary (not yet written)."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     video = source.kind == "video"
     timer = StepTimer(device)
     anim = Animator(models.decoder, models.frozen, cfg, device, precision, source.fps, video and cfg.smoothing.enabled,
@@ -77,13 +77,16 @@ def animate(source: Source, models: Models, detector, cfg: AnimateSettings, devi
     frames = source.frames()
     first = next(frames, None)  # nothing readable at all: say so before any output is started
     if first is None:
-        raise ValueError(f"nothing could be read from {source.spec}: " + "; ".join(source.report()["skipped"][:5]))
+        skipped = source.report().get("skipped", [])
+        raise InputError(f"nothing could be read from {source.spec}: " + "; ".join(skipped[:5]))
     frames = itertools.chain([first], frames)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     previews = anim.process(prefetch(detect_frames(frames, detector, cfg, source.fps, video, timer), depth))
     if cfg.preview:  # (time, frame) pairs; a video's preview shows at each 1 / fps the frame of that moment
         timed = _timed_sink(previews, timer)
-        write_video(out_dir / "preview.mp4", retime(timed, source.fps) if video else (f for _, f in timed),
-                    source.fps)
+        fps = preview_fps(source.fps)
+        write_video(out_dir / "preview.mp4", retime(timed, fps) if video else (f for _, f in timed), fps)
     else:
         for _ in previews:
             pass
@@ -102,7 +105,7 @@ def animate(source: Source, models: Models, detector, cfg: AnimateSettings, devi
             "faces_found": int(found.sum()), "faces_found_pct": round(100 * found.mean(), 2),
             "missing_frames": np.flatnonzero(~found).tolist(), "frames_with_several_faces": int(len(several)),
             "first_frames_with_several_faces": several[:20].tolist(), "tracks": anim.tracks,
-            "fps": round(len(found) / wall, 3), "source_fps": source.fps, "duration_s": round(float(times[-1]), 4),
+            "fps": round(len(found) / wall, 3), "source_fps": source.fps, "last_time_s": round(float(times[-1]), 4),
             "seconds": round(wall, 3), "seconds_per_step": steps,
             "expression_distance": {n: (round(float(np.mean(d)), 4) if d else None)
                                     for n, d in zip(models.names, anim.distances)},
@@ -121,16 +124,25 @@ def _timed_sink(frames: Iterator, timer: StepTimer) -> Iterator:
         timer.seconds["write_video"] += time.perf_counter() - t0
 
 
-def run(cfg: AnimateConfig) -> dict:
+def preview_fps(fps: float) -> float:
+    """The preview's frame rate: the source's, at most 60 (some containers report 1000 for a variable rate;
+    `data.video.retime` places each source frame at its own time whatever the rate)."""
+    return min(fps, 60.0)
+
+
+def run(cfg: AnimateConfig, key_prefix: str = "") -> dict:
     """Load the stage-3b checkpoint and its frozen networks, animate every avatar it knows from `cfg.input`,
-    and write the outputs and summary.json; returns the summary."""
-    source = open_source(cfg.input, cfg.image_fps)  # an input with nothing to read fails before any loading
+    and write the outputs and summary.json; returns the summary. `key_prefix` spells the settings in
+    messages ('test.' for the stage-3b script's test mode)."""
+    source = open_source(cfg.input, cfg.image_fps)  # a missing or empty input fails before any loading
     device = pick_device(cfg.device)
     if cfg.quantize == "int8" and device.type != "cpu":
-        raise ValueError(f"quantize=int8 runs on CPU only, not on {device}: set device=cpu or quantize=none")
-    threads = setup_cpu(device, cfg.threads)
+        raise ValueError(f"{key_prefix}quantize=int8 runs on CPU only, not on {device}: set device=cpu or "
+                         f"{key_prefix}quantize=none")
     precision = auto_precision(cfg.precision, device)
-    models = load_models(cfg.pretrained, device, cfg.encoder, cfg.renderer)
+    check_precision(precision, device)
+    threads = setup_cpu(device, cfg.threads)
+    models = load_models(cfg.pretrained, device, cfg.encoder, cfg.renderer, key_prefix)
     cfg.crop.margin = models.crop_margin  # frame faces as the decoder saw them in training,
     cfg.crop.size = models.frozen.encoder.image_size  # at the encoder's input size
     prepare(models.frozen, precision, cfg.quantize)
@@ -149,3 +161,13 @@ def run(cfg: AnimateConfig) -> dict:
           f"{summary['frames_with_several_faces']} with several faces, {summary['fps']:.2f} fps end to end "
           f"-> {out_dir}")
     return summary
+
+
+def run_cli(cfg: AnimateConfig, key_prefix: str = "") -> dict:
+    """`run` for the entry scripts: a problem with the user's input or models prints one line naming the
+    file and the fix, and exits with status 2 (anything else keeps its traceback)."""
+    try:
+        return run(cfg, key_prefix)
+    except (InputError, ModelMismatch, FileNotFoundError, VideoError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -17,9 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
+from animate.config import GLOB_CHARS
 from data.video import IMAGE_EXTS, VIDEO_EXTS, VideoReader, is_video, list_images, read_image
 
-GLOB_CHARS = "*?["
+
+
+class InputError(ValueError):
+    """An input animate cannot read (an empty folder, no readable image, not a video or image)."""
 
 
 class Source:
@@ -100,7 +104,7 @@ def open_source(spec: str | Path, image_fps: float = 30.0) -> Source:
     if path.is_dir():
         images = list_images(path)
         if not images:
-            raise ValueError(f"input folder '{spec}' holds no images ({', '.join(IMAGE_EXTS)}); "
+            raise InputError(f"input folder '{spec}' holds no images ({', '.join(IMAGE_EXTS)}); "
                              f"for a video pass the file itself")
         src = Source(spec, None, images, image_fps)
         src._base = path
@@ -109,4 +113,4 @@ def open_source(spec: str | Path, image_fps: float = 30.0) -> Source:
         return Source(spec, VideoReader(path), [], image_fps)
     if path.suffix.lower() in IMAGE_EXTS:
         return Source(spec, None, [path], image_fps)
-    raise ValueError(f"input '{spec}' is neither {kinds}")
+    raise InputError(f"input '{spec}' is neither {kinds}")

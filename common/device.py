@@ -54,23 +54,24 @@ def keep_freed_memory(limit: int = 1 << 30) -> bool:
     return bool(mmap_ok) and bool(mallopt(m_trim_threshold, limit))
 
 
-def setup_cpu(device: torch.device, threads: int = 0) -> int:
+def setup_cpu(device: torch.device, threads: int = 0, malloc: bool = True) -> int:
     """The one place that sets this process's CPU threads (and, for CPU runs, malloc); every entry calls it
     (the training stages through `common.dist.init_distributed`, animate through `animate.main.run`).
 
     Args:
-        device: where the networks run; on CPU, `keep_freed_memory` is applied too.
-        threads: intra-op threads; 0 = PyTorch's default (OMP_NUM_THREADS when set, else the physical
-            cores), or on CPU under torchrun with several local processes the cores shared out among
-            them (torchrun itself would set OMP_NUM_THREADS=1).
+        device: where the networks run; on CPU, `keep_freed_memory` is applied too (unless `malloc` False).
+        threads: intra-op threads; 0 = PyTorch's default (OMP_NUM_THREADS when set, which torchrun sets to 1
+            for several processes, else the physical cores), or, with several local processes and no
+            OMP_NUM_THREADS, the cores this process may use shared out among them.
     Returns: the number of threads now in use.
     """
     local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    if threads <= 0 and device.type == "cpu" and local > 1:
-        threads = max(1, (os.cpu_count() or 1) // local)
+    if threads <= 0 and "OMP_NUM_THREADS" not in os.environ and local > 1:  # share this machine's cores out
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        threads = max(1, cores // local)
     if threads > 0:
         torch.set_num_threads(threads)
-    if device.type == "cpu":
+    if device.type == "cpu" and malloc:
         keep_freed_memory()
     return torch.get_num_threads()
 

@@ -7,7 +7,7 @@ outside the image are black.
 
 Every stage frames faces this way: stage 2 crops FEC boxes, stage 3b crops actor faces (boxes
 from a ``face_boxes.csv`` beside them) and avatar renders (``face_box`` in ``avatar.yaml``), and
-test mode crops detector boxes, each with the margin its config gives (``crop_face``).
+animate crops detector boxes, each with the margin its config gives (``crop_face``).
 
 Over a video, ``FaceTracker`` follows ONE person. Only faces of at least ``min_face`` pixels
 count ("usable"). While a track exists, the only face that updates it is one whose centre lies
@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from common.config import check_choice
 from data.face_detect import Box
 from data.smoothing import OneEuroFilter, SmoothingConfig
 
@@ -161,13 +162,6 @@ def read_face_boxes(folders: str | Path | list) -> dict[Path, tuple[float, float
     return out
 
 
-def check_pick(pick: str) -> str:
-    """`pick` if it names a policy of FACE_PICKS, else a ValueError listing them."""
-    if pick not in FACE_PICKS:
-        raise ValueError(f"unknown face pick '{pick}'; allowed: {', '.join(FACE_PICKS)}")
-    return pick
-
-
 def usable_faces(boxes: list[Box], min_face: float) -> list[Box]:
     """The boxes whose face size (sqrt(w * h)) is at least `min_face` pixels."""
     return [b for b in boxes if face_size(b) >= min_face]
@@ -215,7 +209,7 @@ def choose_face(boxes: list[Box], pick: str, frame_size: tuple[int, int] | None 
         lost: last square of the previous track, if any ('track' prefers a face like it).
         margin: crop margin, to compare a box's square with `lost`.
     """
-    check_pick(pick)
+    check_choice("face pick", pick, FACE_PICKS)
     if not boxes:
         return None
     if pick == "center":
@@ -223,18 +217,6 @@ def choose_face(boxes: list[Box], pick: str, frame_size: tuple[int, int] | None 
     if pick == "track" and lost is not None:
         return most_similar_face(boxes, lost, margin)
     return largest_face(boxes)
-
-
-def pick_main_face(boxes: list[Box], prev: Square | None, min_face: float = 0.0
-                   ) -> Box | None:
-    """The usable face nearest to ``prev`` (within one track side), else the largest one; None
-    only when no face is usable. (``FaceTracker`` no longer falls back to the largest face while it
-    holds a track; ``FaceTracker.match`` says whether the boxes continue it.)"""
-    boxes = usable_faces(boxes, min_face)
-    if not boxes:
-        return None
-    near = continuing_face(boxes, prev) if prev is not None else None
-    return near if near is not None else largest_face(boxes)
 
 
 def detect_near(detector, rgb: np.ndarray, sq: Square, scale: float, side: int) -> list[Box]:
@@ -283,7 +265,8 @@ class FaceTracker:
     """
 
     def __init__(self, cfg: CropConfig, fps: float, pick: str = "track"):
-        self.cfg, self.pick = cfg, check_pick(pick)
+        check_choice("face pick", pick, FACE_PICKS)
+        self.cfg, self.pick = cfg, pick
         self.filter = OneEuroFilter.from_config(cfg.track, fps)
         self.last: Square | None = None  # last smoothed square of the current track (None: no track)
         self.lost: Square | None = None  # last square of the previous track ('track' re-acquisition)

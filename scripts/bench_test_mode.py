@@ -99,10 +99,7 @@ def main() -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if "int8" in args.quantize and device.type != "cpu":
         ap.error("--quantize int8 runs on CPU only")
-    if args.no_malloc_tuning:
-        torch.set_num_threads(int(os.environ.get("BENCH_THREADS", 0)) or torch.get_num_threads())
-    else:
-        setup_cpu(device, int(os.environ.get("BENCH_THREADS", 0)))  # as animate does
+    setup_cpu(device, int(os.environ.get("BENCH_THREADS", 0)), malloc=not args.no_malloc_tuning)  # as animate
     from scripts.fetch_test_videos import available
     tmp = Path(tempfile.mkdtemp(prefix="bench_test_mode_"))
     video = available().get("WolfgangLanger_Pexels.mp4")

@@ -19,9 +19,9 @@ from torch import nn
 import animate.main as animate_main
 import animate.models as animate_models
 from animate.config import AnimateSettings, Emb2RigCommand
+from animate.detect import detect_frames, prefetch
 from animate.inference import prepare
 from animate.outputs import StepTimer
-from animate.pipeline import detect_frames, prefetch
 from common.checkpoint import save_checkpoint
 from common.config import cli, load_config, to_dict
 from data.face_detect import Box
@@ -113,11 +113,13 @@ def world(tmp_path_factory):
     return root, model, frozen
 
 
-def run(world, monkeypatch, *overrides):
-    """`train_emb2rig_multichar.py configs/demo/emb2rig.yaml mode=test ...` with the stand-in networks."""
+def run(world, monkeypatch, *overrides, as_is=False):
+    """`train_emb2rig_multichar.py configs/demo/emb2rig.yaml mode=test ...` with the stand-in networks,
+    loaded afresh (copies) for each run, or `as_is` (then the test can inspect what animate did to them)."""
     root, _, frozen = world
-    frozen = Frozen(frozen.encoder, frozen.renderer, NAMES, CONTROLS)  # a fresh wrapper: prepare() marks it
-    monkeypatch.setattr(animate_models, "load_frozen", lambda enc, ren, names, controls, device, *crop: frozen)
+    load = (lambda net: net) if as_is else copy.deepcopy
+    monkeypatch.setattr(animate_models, "load_encoder", lambda path: load(frozen.encoder))
+    monkeypatch.setattr(animate_models, "load_renderer", lambda path: load(frozen.renderer))
     monkeypatch.setattr(animate_main, "build_detector", lambda name, cfg: DiscDetector())
     args = ["configs/demo/emb2rig.yaml", "mode=test", f"pretrained={root / 'checkpoint-best.pth'}", "device=cpu",
             "precision=fp32", f"test.input={root / 'clip.mp4'}", "test.batch_size=4", "test.preview_size=32",
@@ -185,7 +187,7 @@ def test_bf16_stores_the_frozen_weights_in_bf16_and_follows_fp32(world, monkeypa
     root, model, frozen = world
     ref = run(world, monkeypatch, f"test.out_dir={tmp_path / 'fp32'}", "test.preview=false")
     cast = Frozen(copy.deepcopy(frozen.encoder), copy.deepcopy(frozen.renderer), NAMES, CONTROLS)
-    s = run((root, model, cast), monkeypatch, f"test.out_dir={tmp_path / 'bf16'}", "precision=bf16")
+    s = run((root, model, cast), monkeypatch, f"test.out_dir={tmp_path / 'bf16'}", "precision=bf16", as_is=True)
     assert s["precision"] == "bf16" and s["faces_found"] == ref["faces_found"]
     assert all(p.dtype == torch.bfloat16 for p in [*cast.renderer.parameters(), *cast.encoder.fc.parameters()])
     assert all(p.dtype == torch.float32 for p in cast.encoder.head.parameters())  # the embedding head stays
@@ -194,9 +196,8 @@ def test_bf16_stores_the_frozen_weights_in_bf16_and_follows_fp32(world, monkeypa
         _, b = read_csv(tmp_path / "bf16" / f"{name}.csv")
         np.testing.assert_allclose(b, a, atol=0.02)  # the same curves to bf16 rounding
         assert abs(s["expression_distance"][name] - ref["expression_distance"][name]) < 0.02
-    once = prepare(Frozen(cast.encoder, cast.renderer, NAMES, CONTROLS), "bf16")
     with pytest.raises(ValueError, match="already prepared for bf16 inference; load them again"):
-        prepare(once, "fp32")
+        prepare(Frozen(cast.encoder, cast.renderer, NAMES, CONTROLS), "fp32")  # the networks carry the mark
 
 
 def test_int8_encoder_drives_test_mode_close_to_fp32(world, monkeypatch, tmp_path):
@@ -213,7 +214,7 @@ def test_int8_encoder_drives_test_mode_close_to_fp32(world, monkeypatch, tmp_pat
     for q in ("none", "int8"):
         net = Frozen(copy.deepcopy(encoder), copy.deepcopy(frozen.renderer), NAMES, CONTROLS)
         out[q] = run((root, model, net), monkeypatch, f"pretrained={tmp_path / 'decoder.pth'}", "test.preview=false",
-                     f"test.out_dir={tmp_path / q}", f"test.quantize={q}")
+                     f"test.out_dir={tmp_path / q}", f"test.quantize={q}", as_is=True)
         quantized = type(net.encoder.model.blocks[0].attn.qkv).__module__.startswith("torch.ao.nn.quantized")
         assert quantized == (q == "int8")
     assert out["int8"]["faces_found"] == out["none"]["faces_found"] == T - len(NO_FACE)
@@ -230,7 +231,8 @@ def test_int8_and_inference_settings_are_checked(world, monkeypatch, tmp_path):
     plain = Frozen(copy.deepcopy(frozen.encoder), copy.deepcopy(frozen.renderer), NAMES, CONTROLS)
     with pytest.raises(ValueError, match=r"\(Encoder\) has no int8 path; set quantize=none"):
         prepare(plain, "fp32", "int8")
-    assert getattr(plain, "prepared_for", None) is None  # refused before anything was changed
+    assert not hasattr(plain.encoder, "animate_prepared_for")  # refused before anything was changed
+    assert all(p.dtype == torch.float32 for p in plain.encoder.parameters())
     with pytest.raises(ValueError, match="'quantize' must be one of"):
         load_config(Emb2RigCommand, ["configs/demo/emb2rig.yaml", "test.quantize=fp8"])
 
@@ -309,3 +311,34 @@ def test_prefetch_keeps_order_and_raises_errors_from_its_thread():
     early = prefetch(iter(range(1000)), 2)
     assert next(early) == 0
     early.close()  # stopping early stops the thread
+
+
+def test_a_face_the_window_sees_keeps_the_track_when_the_whole_frame_misses_it():
+    """Whole-frame searches (every `count_faces_every`-th frame, and after a miss) run at a lower scale and
+    may miss a face the window around the track finds: the tracker keeps the window's face."""
+    class WindowOnly(DiscDetector):
+        def __init__(self):
+            self.calls = 0
+
+        def detect(self, rgb):
+            self.calls += 1
+            return super().detect(rgb) if rgb.shape[:2] != (96, 128) or self.calls == 1 else []
+
+    cfg = AnimateSettings(detect_window=2.0, detect_window_side=48, count_faces_every=4)
+    timed = ((i / 24, f) for i, f in enumerate(synthetic_frames()))
+    items = list(detect_frames(timed, WindowOnly(), cfg, 24, True, StepTimer(torch.device("cpu"))))
+    status = [it.status for it in items[:NO_FACE[0]]]
+    assert status == ["detected"] * NO_FACE[0]  # before: lost at frame 4 and never found again
+
+
+def test_preview_of_a_container_that_reports_1000_fps_stays_short(world, monkeypatch, tmp_path):
+    """A variable-rate mkv reports 1000 fps: the preview is written at 60 fps, on the clip's own timeline."""
+    from tests.video_clips import make_vfr_clip
+
+    frames = list(synthetic_frames())[:8]
+    times = [0, 0.05, 0.1, 0.3, 0.35, 0.6, 0.65, 1.0]
+    clip = make_vfr_clip(tmp_path / "vfr.mkv", frames, times)
+    assert VideoReader(clip).fps > 100  # what OpenCV reports for it
+    s = run(world, monkeypatch, f"test.input={clip}", f"test.out_dir={tmp_path / 'out'}")
+    n = len(list(VideoReader(tmp_path / "out" / "preview.mp4")))
+    assert s["frames"] == 8 and abs(n - 60 * 1.0) <= 2

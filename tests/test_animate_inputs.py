@@ -16,14 +16,14 @@ import pytest
 import torch
 from PIL import Image
 
+import animate.detect as animate_detect
 import animate.main as animate_main
-import animate.pipeline as animate_pipeline
 import tests.test_animate as test_animate
 from animate.config import AnimateSettings
+from animate.detect import detect_frames
 from animate.outputs import StepTimer
-from animate.pipeline import detect_frames
 from data.face_detect import Box
-from data.face_track import DETECTED, HELD, CropConfig, FaceTracker
+from data.face_track import DETECTED, HELD, FaceTracker
 from data.video import VideoReader, write_video
 from tests.test_animate import NAMES, read_csv, run
 from tests.video_clips import grey_level, make_truncated_clip, make_vfr_clip
@@ -87,10 +87,11 @@ def test_two_people_the_track_stays_on_the_actor_through_a_hold(monkeypatch):
             squares.append(res.square)
             return res
 
-    monkeypatch.setattr(animate_pipeline, "FaceTracker", Recording)
+    monkeypatch.setattr(animate_detect, "FaceTracker", Recording)
     for window in (1.5, 0.0):  # the default: the window around the track, whole frame every 15th; whole frame
         squares.clear()
-        cfg = AnimateSettings(face="center", detect_window=window, crop=CropConfig(size=32), preview=False)
+        cfg = AnimateSettings(face="center", detect_window=window, preview=False)
+        cfg.crop.size = 32  # as animate.main.run sets it from the encoder
         assert cfg.count_faces_every == 15 and cfg.crop.max_missing == 5
         timed = ((i / 24, f) for i, f in enumerate(two_people_frames()))
         items = list(detect_frames(timed, ComponentDetector(), cfg, 24, True, StepTimer(torch.device("cpu"))))
@@ -297,4 +298,4 @@ def test_folder_of_unreadable_images_with_preview_names_the_input(world, monkeyp
     folder = unreadable_folder(tmp_path)
     with pytest.raises(ValueError, match=re.escape(f"nothing could be read from {folder}")) as e:
         run(world, monkeypatch, f"test.input={folder}", f"test.out_dir={tmp_path / 'out'}")
-    assert "preview.mp4" not in str(e.value) and not (tmp_path / "out" / "preview.mp4").exists()
+    assert "preview.mp4" not in str(e.value) and not (tmp_path / "out").exists()  # no output started

@@ -13,9 +13,8 @@ import pytest
 import torch
 
 import animate.main as animate_main
-from animate import AnimateConfig, load_models
-from animate.config import Emb2RigCommand
-from animate.models import ModelMismatch
+from animate.config import AnimateConfig, Emb2RigCommand
+from animate.models import ModelMismatch, load_models
 from common.checkpoint import save_checkpoint
 from common.config import load_config, to_dict
 from emb2rig.frozen import load_frozen, reference_features, reference_images
@@ -132,3 +131,14 @@ def test_other_width_or_missing_files_get_their_message(chain, tmp_path):
         load_models(str(root / "dec.pth"), CPU)
     m = load_models(str(root / "dec.pth"), CPU, renderer=str(tmp_path / "moved_ren.pth"))  # the moved file, given
     assert m.checked == "reference renders and features match"
+
+
+def test_the_stage3b_script_names_its_own_override_keys(chain, tmp_path):
+    """In `train_emb2rig_multichar.py ... mode=test` the overrides are test.encoder / test.renderer."""
+    other = save_encoder(tmp_path / "other.pth", 1)
+    r = subprocess.run([sys.executable, "train_emb2rig_multichar.py", "configs/configs_emb2rig_multi.yaml",
+                        "mode=test", f"pretrained={chain / 'dec.pth'}", f"test.input={chain / 'clip.mp4'}",
+                        f"test.encoder={other}", f"test.out_dir={tmp_path / 'out'}", "device=cpu"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and r.stderr.startswith("error: encoder ") and "pass test.encoder=" in r.stderr
+    assert str(other) in r.stderr and str(chain / "enc.pth") in r.stderr  # the file given and the trained one

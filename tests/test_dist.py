@@ -71,3 +71,20 @@ def test_ddp_two_ranks_match_single_process(tmp_path):
             opt.step()
     for k, v in ref.state_dict().items():
         assert torch.allclose(v, r0[k], atol=1e-5)
+
+
+def test_setup_cpu_sets_what_it_is_given_and_respects_omp_num_threads(monkeypatch):
+    from common.device import setup_cpu
+
+    n = torch.get_num_threads()
+    try:
+        assert setup_cpu(torch.device("cpu"), threads=1) == 1
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        torch.set_num_threads(2)
+        assert setup_cpu(torch.device("cpu")) == 2  # OMP_NUM_THREADS given: left to PyTorch
+        monkeypatch.delenv("OMP_NUM_THREADS")
+        cores = len(os.sched_getaffinity(0))
+        assert setup_cpu(torch.device("cpu")) == max(1, cores // 2)  # two local processes share the cores
+    finally:
+        torch.set_num_threads(n)
