@@ -1,6 +1,7 @@
 """Training and evaluation loops of the neural renderer; functions of their arguments."""
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,9 +13,45 @@ from torch import nn
 from common.device import autocast
 from common.dist import DistInfo, all_reduce_sum, reduce_means, unwrap
 from common.metrics import progress
-from common.optim import check_finite, set_lr
+from common.optim import check_finite, cosine_lr, set_lr
 from data.avatars import AvatarRigDataset
 from rig2img.losses import compute_losses, per_image_metrics
+
+
+def warm_restarts_lr(step: int, base_lr: float, min_lr: float, period: int, mult: int) -> float:
+    """Learning rate of torch's CosineAnnealingWarmRestarts(T_0=period, T_mult=mult, eta_min=min_lr)
+    after `step` scheduler steps, in closed form (integer arithmetic, so restarts land exactly).
+
+    The official renderer steps it once per iteration (train_rig2img.py L145, L31): the lr is
+    `base_lr` at steps 0, period, period * (1 + mult), ... and decays by a half cosine in between.
+    """
+    t, length = int(step), int(period)
+    if mult == 1:
+        t %= length
+    while t >= length:  # skip whole periods: 500, 1000, 2000, ... steps
+        t -= length
+        length *= mult
+    return min_lr + (base_lr - min_lr) * (1.0 + math.cos(math.pi * t / length)) / 2.0
+
+
+def lr_schedule(cfg, steps_per_epoch: int) -> Callable[[float], float]:
+    """Fractional epoch -> learning rate for `cfg.schedule`; a function of the step only, so resuming
+    at an epoch boundary continues the schedule exactly.
+
+    Args:
+        cfg: Rig2ImgConfig (schedule, lr, min_lr, warmup_epochs, epochs, restart_period, restart_mult).
+        steps_per_epoch: optimiser steps in one epoch.
+    """
+    steps = steps_per_epoch
+
+    def lr_at(ep: float) -> float:
+        if cfg.schedule == "constant":
+            return cfg.lr
+        if cfg.schedule == "cosine":
+            return cosine_lr(ep * steps, cfg.epochs * steps, cfg.warmup_epochs * steps, cfg.lr, cfg.min_lr)
+        # ep = epoch + it / steps: round() recovers the integer step exactly
+        return warm_restarts_lr(round(ep * steps), cfg.lr, cfg.min_lr, cfg.restart_period, cfg.restart_mult)
+    return lr_at
 
 
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -35,9 +72,9 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
         optimizer / scaler: Adam and the (fp16-only) GradScaler.
         regions: (A, 1, H, W) eye/mouth box masks per avatar, on the device.
         epoch: epoch index (the lr schedule runs on fractional epochs).
-        cfg: Rig2ImgConfig (precision, weight_image, weight_region).
+        cfg: Rig2ImgConfig (precision, weight_image, weight_region, region_norm).
         info: DistInfo (device, rank).
-        lr_at: fractional epoch -> learning rate.
+        lr_at: fractional epoch -> learning rate (`lr_schedule`).
     """
     model.train()
     sums: dict[str, float] = {}
@@ -48,7 +85,8 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
         b = to_device(batch, info.device)
         with autocast(info.device, cfg.precision):
             pred = model(b["rig"], b["mask"], b["avatar"])  # (B, 3, H, W)
-        losses = compute_losses(pred, b["image"], regions[b["avatar"]], cfg.weight_image, cfg.weight_region)
+        losses = compute_losses(pred, b["image"], regions[b["avatar"]], cfg.weight_image, cfg.weight_region,
+                                cfg.region_norm)
         check_finite(losses["loss"], epoch * n_steps + it)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(losses["loss"]).backward()

@@ -19,11 +19,10 @@ from common.config import to_dict
 from common.device import make_scaler, seed_everything, seed_worker
 from common.dist import barrier, cleanup, init_distributed, make_sampler, unwrap, wrap_ddp
 from common.metrics import MetricsLogger, plot_metrics
-from common.optim import cosine_lr
 from common.run import prepare_run_dir, write_json
 from data.avatars import AvatarBatchSampler, AvatarRigDataset, box_mask, keep_batch, load_avatars
 from rig2img.config import Rig2ImgConfig
-from rig2img.engine import evaluate, save_grid, train_one_epoch
+from rig2img.engine import evaluate, lr_schedule, save_grid, train_one_epoch
 from rig2img.models import build_renderer
 from rig2img.renderer import renderer_meta
 
@@ -55,12 +54,7 @@ def main(cfg: Rig2ImgConfig) -> dict:
     betas = (float(cfg.betas[0]), float(cfg.betas[1]))
     optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay)
     scaler = make_scaler(info.device, cfg.precision)
-    steps = len(loader)
-
-    def lr_at(ep: float) -> float:
-        if cfg.lr_schedule == "constant":
-            return cfg.lr
-        return cosine_lr(ep * steps, cfg.epochs * steps, cfg.warmup_epochs * steps, cfg.lr, cfg.min_lr)
+    lr_at = lr_schedule(cfg, len(loader))
 
     start, best, train_s, cpu_s = 0, float("-inf"), 0.0, 0.0
     resume = find_resume(run_dir)
@@ -81,7 +75,7 @@ def main(cfg: Rig2ImgConfig) -> dict:
         cleanup()
         return {}
 
-    log = MetricsLogger(run_dir, enabled=info.is_main)
+    log = MetricsLogger(run_dir, enabled=info.is_main, tensorboard=cfg.tensorboard)
     val: dict = {}
     for epoch in range(start, cfg.epochs):
         t0, c0 = time.time(), time.process_time()  # wall and process-CPU time of the epoch incl. evaluation

@@ -10,7 +10,7 @@ The number of x2 upsampling stages follows from the output size: 4 -> 8 -> ... -
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -28,23 +28,50 @@ class GeneratorConfig:
         mode: 'per_avatar' (one generator per avatar) or 'shared' (one for all, identity injection).
         image_size: output side, a power of two >= 8 (256 for real avatars).
         base_channels: channels before the last upsampling stage (DCGAN `ngf`); each earlier stage
-            doubles them, capped at `max_channels`.
-        max_channels: channel cap of the first (4x4) feature map.
+            doubles them, capped at `max_channels`. Unused when `widths` is given.
+        max_channels: channel cap of the first (4x4) feature map. Unused when `widths` is given.
+        widths: explicit channels of the feature maps 4x4, 8x8, ..., S/2 x S/2 (log2(S / 4) numbers);
+            empty: derived from base_channels / max_channels. The official generator is
+            [1024, 512, 256, 128, 128, 128] (models/DCGAN.py Generator with ngf 128), which doubling
+            from `base_channels` cannot express.
+        out_bias: whether the last transposed conv (to RGB) has a bias; the official one has none.
         id_dim: size of the identity embedding in 'shared' mode.
     """
     mode: str = "per_avatar"
     image_size: int = 256
     base_channels: int = 64
     max_channels: int = 512
+    widths: list[int] = field(default_factory=list)
+    out_bias: bool = True
     id_dim: int = 16
 
     def __post_init__(self):
         check_choice("model.mode", self.mode, MODES)
         if self.image_size < 8 or self.image_size & (self.image_size - 1):
             raise ValueError(f"'model.image_size' must be a power of two >= 8, got {self.image_size}")
+        n_up = self.n_stages()
+        if self.widths and (len(self.widths) != n_up or min(self.widths) < 1):
+            raise ValueError(f"'model.widths' must list {n_up} positive channel counts for image_size "
+                             f"{self.image_size} (4x4 ... {self.image_size // 2}x{self.image_size // 2}), "
+                             f"got {list(self.widths)}; use [] to derive them from base_channels")
+
+    def n_stages(self) -> int:
+        """Feature maps before the RGB layer: 4x4, 8x8, ..., S/2 x S/2."""
+        return int(math.log2(self.image_size // 4))
+
+    def channels(self) -> list[int]:
+        """Channels of each feature map, 4x4 first."""
+        if self.widths:
+            return [int(c) for c in self.widths]
+        n_up = self.n_stages()
+        return [min(self.max_channels, self.base_channels * 2 ** (n_up - 1 - i)) for i in range(n_up)]
 
 
 PRESETS = {
+    # the official renderer (models/DCGAN.py Generator L89-182, ngf 128 from train_rig2img.py L127)
+    "official": dict(image_size=256, widths=[1024, 512, 256, 128, 128, 128], out_bias=False),
+    # 'paper' is an earlier stand-in of similar size (widths 512-512-512-256-128-64), kept because
+    # scripts/bench_test_mode.py times it; use 'official' for the paper's network
     "paper": dict(image_size=256, base_channels=64, max_channels=512),
     "demo": dict(image_size=64, base_channels=32, max_channels=256),
     "tiny": dict(image_size=16, base_channels=4, max_channels=16, id_dim=4),
@@ -52,7 +79,7 @@ PRESETS = {
 
 
 def preset(name: str, **overrides) -> GeneratorConfig:
-    """A named GeneratorConfig ('paper', 'demo', 'tiny') with field overrides."""
+    """A named GeneratorConfig ('official', 'paper', 'demo', 'tiny') with field overrides."""
     check_choice("preset", name, list(PRESETS))
     return GeneratorConfig(**{**PRESETS[name], **overrides})
 
@@ -60,22 +87,23 @@ def preset(name: str, **overrides) -> GeneratorConfig:
 class RigGenerator(nn.Module):
     """DCGAN generator: (B, n_in, 1, 1) -> (B, 3, S, S) sigmoid image.
 
-    ConvT(4, stride 1) to 4x4, then log2(S / 4) stages of ConvT(4, stride 2, pad 1) + BatchNorm +
-    ReLU, the last one to 3 channels + sigmoid.
+    ConvT(4, stride 1) + BatchNorm + ReLU to 4x4, then ConvT(4, stride 2, pad 1) + BatchNorm + ReLU
+    up to S/2, then ConvT(4, stride 2, pad 1) to 3 channels + sigmoid. Only that last conv may have
+    a bias (`cfg.out_bias`). The official generator is the same network with other module names
+    (tconv1..6, bn1..6, tconv8); `rig2img.official` maps them.
 
     Args:
         n_in: input channels (rig size, or padded rig + mask + e_id in 'shared' mode).
-        cfg: GeneratorConfig (image_size, base_channels, max_channels).
+        cfg: GeneratorConfig (image_size, channels, out_bias).
     """
 
     def __init__(self, n_in: int, cfg: GeneratorConfig):
         super().__init__()
-        n_up = int(math.log2(cfg.image_size // 4))
-        ch = [min(cfg.max_channels, cfg.base_channels * 2 ** (n_up - 1 - i)) for i in range(n_up)]  # 4x4 ... S/2
+        ch = cfg.channels()  # 4x4 ... S/2
         layers = [nn.ConvTranspose2d(n_in, ch[0], 4, 1, 0, bias=False), nn.BatchNorm2d(ch[0]), nn.ReLU(True)]
         for c_in, c_out in zip(ch[:-1], ch[1:]):
             layers += [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(True)]
-        layers += [nn.ConvTranspose2d(ch[-1], 3, 4, 2, 1), nn.Sigmoid()]
+        layers += [nn.ConvTranspose2d(ch[-1], 3, 4, 2, 1, bias=cfg.out_bias), nn.Sigmoid()]
         self.net = nn.Sequential(*layers)
         self.n_in = n_in
 

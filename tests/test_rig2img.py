@@ -68,6 +68,9 @@ def test_configs_load():
     assert (paper.model.image_size, paper.lr, paper.betas, paper.weight_region) == (256, 1e-5, [0.0, 0.99], 10.0)
     demo = load_config(Rig2ImgConfig, ["configs/demo/rig2img.yaml"])
     assert demo.model.image_size == 64 and demo.data_root == "outputs/demo/world/avatars"
+    # the demo keeps the numerics it was tuned with where the defaults now follow the official code
+    assert (demo.region_norm, demo.schedule, demo.model.out_bias, demo.model.channels()) == \
+        ("box", "cosine", True, [128, 128, 64, 32])
     with pytest.raises(Exception, match="model.mode"):
         load_config(Rig2ImgConfig, ["configs/demo/rig2img.yaml", "model.mode=both"])
 
@@ -131,10 +134,11 @@ def test_every_loss_weight_is_applied():
     pred, target = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8)
     region = torch.zeros(2, 1, 8, 8)
     region[..., 2:5, 2:6] = 1
-    base = compute_losses(pred, target, region, 1.0, 0.0)
+    base = compute_losses(pred, target, region, 1.0, 0.0, "box")
     assert torch.isclose(base["loss"], base["l1"])
-    only_region = compute_losses(pred, target, region, 0.0, 10.0)
-    assert torch.isclose(only_region["loss"], 10 * only_region["region_l1"])
+    only_region = compute_losses(pred, target, region, 0.0, 10.0, "box")
+    assert torch.isclose(only_region["loss"], 10 * only_region["region_term"])
+    assert torch.equal(only_region["region_term"], only_region["region_l1"])
     inside = (pred - target).abs()[..., 2:5, 2:6].mean()
     assert torch.isclose(only_region["region_l1"], inside)
 
