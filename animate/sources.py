@@ -21,7 +21,6 @@ from animate.config import GLOB_CHARS
 from data.video import IMAGE_EXTS, VIDEO_EXTS, VideoReader, is_video, list_images, read_image
 
 
-
 class InputError(ValueError):
     """An input animate cannot read (an empty folder, no readable image, not a video or image)."""
 

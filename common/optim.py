@@ -32,6 +32,19 @@ def cosine_lr(step: float, total_steps: float, warmup_steps: float, base_lr: flo
     return min_lr + (base_lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * min(t, 1.0)))
 
 
+def warm_restarts_lr(step: int, base_lr: float, min_lr: float, period: int, mult: int) -> float:
+    """The lr of torch's CosineAnnealingWarmRestarts(T_0=period, T_mult=mult, eta_min=min_lr) after `step`
+    scheduler steps, from the step number alone (integer arithmetic, so restarts land exactly and a resumed
+    run continues the schedule): `base_lr` at steps 0, period, period * (1 + mult), ..., a half cosine down
+    to `min_lr` in between. The official renderer and decoder step it once per iteration."""
+    t, length = int(step), int(period)
+    if mult == 1:
+        t %= length
+    while t >= length:  # skip whole periods: 500, 1000, 2000, ... steps
+        t, length = t - length, length * mult
+    return min_lr + (base_lr - min_lr) * (1.0 + math.cos(math.pi * t / length)) / 2.0
+
+
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     """Set every group's lr, honouring an optional per-group `lr_scale` (layer-wise decay)."""
     for g in optimizer.param_groups:

@@ -1,6 +1,7 @@
 """Expression-comparison triplets (stage 2): the two CSV formats and one dataset over them.
 
     recs = read_triplets("triplets/train.csv", image_root="outputs/demo/world")   # either format
+    recs.skipped                   # {'malformed rows': 3, ...}: the rows left out, by reason
     ds = TripletDataset(recs, transform=eval_transform(64))
     imgs, type_id = ds[0]          # (3, 3, 64, 64): anchor, positive, negative; int index in TRIPLET_TYPES
 
@@ -53,12 +54,21 @@ class TripletRecord:
     boxes: tuple[Box | None, Box | None, Box | None] = (None, None, None)
 
 
-def _summary(name: str, n: int, counts: Counter) -> None:
+class TripletList(list):
+    """The `TripletRecord`s read from one file (a list), with `skipped`: {reason: rows left out}."""
+
+    def __init__(self, records: list[TripletRecord], skipped: Counter | dict):
+        super().__init__(records)
+        self.skipped = {k: int(v) for k, v in sorted(skipped.items()) if v}
+
+
+def _summary(name: str, out: list[TripletRecord], counts: Counter) -> TripletList:
     parts = [f"{v} {k}" for k, v in sorted(counts.items()) if v]
-    print(f"[triplets] {name}: {n} triplets loaded" + (f"; skipped {', '.join(parts)}" if parts else ""))
+    print(f"[triplets] {name}: {len(out)} triplets loaded" + (f"; skipped {', '.join(parts)}" if parts else ""))
+    return TripletList(out, counts)
 
 
-def read_simple_csv(path: str | Path, image_root: str | Path) -> list[TripletRecord]:
+def read_simple_csv(path: str | Path, image_root: str | Path) -> TripletList:
     """Read an `anchor,positive,negative,type` CSV; skip (and count) malformed rows and missing files."""
     path, root = Path(path), Path(image_root)
     out, skipped = [], Counter()
@@ -77,8 +87,7 @@ def read_simple_csv(path: str | Path, image_root: str | Path) -> list[TripletRec
                 skipped["with missing images"] += 1
                 continue
             out.append(TripletRecord(paths, row[3].strip()))  # type: ignore[arg-type]
-    _summary(path.name, len(out), skipped)
-    return out
+    return _summary(path.name, out, skipped)
 
 
 def read_url_map(path: str | Path, image_root: str | Path) -> dict[str, Path]:
@@ -114,7 +123,7 @@ def _parse_fec_row(row: list[str]) -> tuple[list[str], list[Box], str, int | Non
 
 
 def read_fec_csv(path: str | Path, url_map: str | Path | dict[str, Path],
-                 image_root: str | Path) -> list[TripletRecord]:
+                 image_root: str | Path) -> TripletList:
     """Read a raw 28-column FEC annotation file (see the module docstring).
 
     Args:
@@ -144,13 +153,15 @@ def read_fec_csv(path: str | Path, url_map: str | Path | dict[str, Path],
             order = [i for i in range(3) if i != odd] + [odd]  # anchor, positive, negative
             out.append(TripletRecord(tuple(files[i] for i in order), ttype,  # type: ignore[arg-type]
                                      tuple(boxes[i] for i in order)))  # type: ignore[arg-type]
-    _summary(path.name, len(out), skipped)
-    return out
+    return _summary(path.name, out, skipped)
 
 
 def read_triplets(path: str | Path, image_root: str | Path, fmt: str = "auto",
-                  url_map: str | Path | None = None) -> list[TripletRecord]:
-    """Read either format; `fmt='auto'` picks `simple` when the first line is the simple header."""
+                  url_map: str | Path | None = None) -> TripletList:
+    """Read either format; `fmt='auto'` picks `simple` when the first line is the simple header.
+
+    Returns the triplets as a `TripletList`: a list with `.skipped` = {reason: count} of the rows left out.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"triplet file '{path}' does not exist; check data_root / the csv keys in your "

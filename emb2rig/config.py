@@ -47,12 +47,19 @@ class Emb2RigConfig:
             (0 = all); the same subset every epoch.
         targets_per_sample: target avatars each sample is decoded for (renders: their own first).
         steps_per_epoch: 0 = one pass over the mixed training set per epoch.
-        lr / min_lr / warmup_steps / weight_decay: AdamW with warm-up + cosine, per step.
+        optimizer / betas / lr / weight_decay: 'adam' (official: betas (0, 0.99), lr 1e-5) or 'adamw'
+            (decoupled decay); weight decay skips biases and norms either way.
+        schedule: per step, after `warmup_epochs` of linear warm-up (round(warmup_epochs * steps per
+            epoch) steps): 'cosine' decays to `min_lr` over the run; 'warm_restarts' is torch's
+            CosineAnnealingWarmRestarts(restart_period, restart_mult, min_lr) (official: 500, 2, 1e-6),
+            computed from the step number alone, so a resumed run continues exactly.
+        tensorboard: also write TensorBoard event files into the run folder.
     """
+    RENAMED = {"warmup_steps": "warmup_epochs"}  # old names, refused with the new one (common.config)
     output_dir: str = "outputs/emb2rig"
     pretrained: str = ""
-    encoder: str = "checkpoints/expression/checkpoint-best.pth"
-    renderer: str = "checkpoints/rig2img/checkpoint-best.pth"
+    encoder: str = "outputs/expression/checkpoint-best.pth"
+    renderer: str = "outputs/rig2img/checkpoint-best.pth"
     data_root: str = "data/freeavatar"
     faces: list[str] = field(default_factory=lambda: ["faces/train"])
     avatars_root: str = "avatars"
@@ -66,18 +73,33 @@ class Emb2RigConfig:
     precision: str = "fp32"
     epochs: int = 50
     steps_per_epoch: int = 0
-    batch_size: int = 64
+    batch_size: int = 16
     num_workers: int = 0
-    lr: float = 1e-4
+    optimizer: str = "adam"
+    betas: list[float] = field(default_factory=lambda: [0.0, 0.99])
+    lr: float = 1e-5
+    weight_decay: float = 0.0
+    schedule: str = "warm_restarts"
     min_lr: float = 1e-6
-    warmup_steps: int = 200
-    weight_decay: float = 1e-4
+    warmup_epochs: float = 0.0
+    restart_period: int = 500
+    restart_mult: int = 2
+    tensorboard: bool = False
     model: DecoderConfig = field(default_factory=DecoderConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     disc: DiscConfig = field(default_factory=DiscConfig)
 
     def __post_init__(self):
         check_choice("precision", self.precision, list(PRECISIONS))
+        check_choice("optimizer", self.optimizer, ["adam", "adamw"])
+        check_choice("schedule", self.schedule, ["cosine", "warm_restarts"])
+        if len(self.betas) != 2:
+            raise ValueError(f"'betas' must be two numbers [beta1, beta2], got {self.betas}")
+        if self.warmup_epochs < 0:
+            raise ValueError(f"'warmup_epochs' must be >= 0, got {self.warmup_epochs}")
+        if self.restart_period < 1 or self.restart_mult < 1:
+            raise ValueError(f"'restart_period' and 'restart_mult' must be >= 1, got {self.restart_period}, "
+                             f"{self.restart_mult}")
         if self.crop_margin < 0:
             raise ValueError(f"'crop_margin' must be >= 0, got {self.crop_margin}")
         if self.targets_per_sample < 1:

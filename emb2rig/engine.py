@@ -1,6 +1,7 @@
 """Stage-3b train and eval loops: functions of their arguments that return metric dicts.
 
-    stats = train_one_epoch(model, disc, frozen, loader, opts, scalers, epoch, step0, total_steps, cfg, info)
+    lr_at = lambda step: schedule_lr(step, per_epoch * cfg.epochs, warmup_steps(cfg, per_epoch), cfg)
+    stats = train_one_epoch(model, disc, frozen, loader, opts, scalers, epoch, step0, lr_at, cfg, info)
     val = evaluate(model, disc, frozen, loader, cfg, info)
 
 Both call the same `compute_losses`. Each sample's target avatars are drawn from a generator
@@ -10,6 +11,7 @@ resumed run and every validation pass see the same targets.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -17,10 +19,23 @@ from torch import nn
 from common.device import autocast
 from common.dist import DistInfo, reduce_means, unwrap
 from common.metrics import progress
-from common.optim import check_finite, cosine_lr, set_lr
+from common.optim import check_finite, cosine_lr, set_lr, warm_restarts_lr
 from emb2rig.data import sample_targets
 from emb2rig.frozen import Frozen
 from emb2rig.losses import compute_losses, discriminator_loss
+
+
+def warmup_steps(cfg, steps_per_epoch: int) -> int:
+    """Linear warm-up length in steps: `round(cfg.warmup_epochs * steps_per_epoch)`."""
+    return round(cfg.warmup_epochs * steps_per_epoch)
+
+
+def schedule_lr(step: int, total_steps: int, warmup: int, cfg) -> float:
+    """The lr of optimiser step `step` (0-based): linear warm-up over `warmup` steps, then `cfg.schedule`
+    ('cosine' to `cfg.min_lr` at `total_steps`; 'warm_restarts' restarting from the end of warm-up)."""
+    if cfg.schedule == "cosine" or step < warmup:
+        return cosine_lr(step, total_steps, warmup, cfg.lr, cfg.min_lr)
+    return warm_restarts_lr(step - warmup, cfg.lr, cfg.min_lr, cfg.restart_period, cfg.restart_mult)
 
 
 def prepare_batch(batch: dict[str, torch.Tensor], n_avatars: int, per_sample: int, device: torch.device,
@@ -44,9 +59,10 @@ def own_rig_mae(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], mo
 
 
 def train_one_epoch(model: nn.Module, disc: nn.Module | None, frozen: Frozen, loader, opts: tuple, scalers: tuple,
-                    epoch: int, step0: int, total_steps: int, cfg, info: DistInfo) -> dict[str, float]:
+                    epoch: int, step0: int, lr_at: Callable[[int], float], cfg, info: DistInfo) -> dict[str, float]:
     """One epoch (or `cfg.steps_per_epoch` steps) of decoder updates, each followed by a
-    discriminator update when the GAN term is on. Returns mean weighted losses ('train/...')."""
+    discriminator update when the GAN term is on; step `step0 + i` runs at lr `lr_at(step0 + i)`.
+    Returns mean weighted losses ('train/...')."""
     opt, opt_d = opts
     scaler, scaler_d = scalers
     model.train()
@@ -59,7 +75,7 @@ def train_one_epoch(model: nn.Module, disc: nn.Module | None, frozen: Frozen, lo
         if it >= n_steps:
             break
         step = step0 + it
-        set_lr(opt, cosine_lr(step, total_steps, cfg.warmup_steps, cfg.lr, cfg.min_lr))
+        set_lr(opt, lr_at(step))
         batch = prepare_batch(raw, len(frozen.names), cfg.targets_per_sample, info.device, g)
         with autocast(info.device, cfg.precision):
             losses, out = compute_losses(model, frozen, batch, cfg.loss, unwrap(disc) if disc is not None else None)

@@ -5,11 +5,15 @@
 
 Terms (a term whose weight is 0 is not computed and does not appear in the dict):
 - perceptual: expression-perceptual loss, the frozen encoder's output of the input image vs of
-  the render of the decoded rig (`perceptual: embedding` compares the 16-d L2-normalised
-  expression embeddings by squared distance; `feature` the pooled features by MSE). Every sample
-  and every target avatar; the only term that uses unlabeled actor faces.
+  the render of the decoded rig: `perceptual` picks the vector (`embedding`: the 16-d L2-normalised
+  expression embedding; `feature`: the pooled feature f^E; `unit_feature`: f^E L2-normalised, what the
+  official code compares) and `emb_reduction` how its squared differences are reduced over the
+  vector's dimensions (`mean`: MSE, the official `nn.MSELoss`; `sum`: squared Euclidean distance,
+  `dim` times larger), then averaged over samples. Every sample and every target avatar; the only
+  term that uses unlabeled actor faces.
 - rig: MSE between the decoded and the known rig, over the avatar's own controls only, for
-  samples whose input is that target avatar's own render.
+  samples whose input is that target avatar's own render (the official code averages over all
+  padded outputs of the largest rig instead).
 - pixel: L1 between the render of the decoded rig and the input image, same samples.
 - gan: hinge generator loss of the multiscale PatchGAN on the renders (discriminator frozen here).
 """
@@ -19,31 +23,39 @@ import contextlib
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from common.config import check_choice
 from common.dist import unwrap
 from emb2rig.discriminator import hinge_d_loss, hinge_g_loss
 from emb2rig.frozen import Frozen
 from emb2rig.models import Emb2Rig
 
+PERCEPTUAL = ("embedding", "feature", "unit_feature")
+
 
 @dataclass
 class LossConfig:
-    """Loss weights and the perceptual feature.
+    """Loss weights and the perceptual distance (defaults: the official values, `configs/configs_emb2rig_multi.yaml`).
 
     Args:
-        weight_perceptual / weight_rig / weight_pixel / weight_gan: term scales (0 removes a term).
-        perceptual: 'embedding' (16-d expression embedding) or 'feature' (pooled encoder feature).
+        weight_perceptual / weight_rig / weight_pixel / weight_gan: term scales (0 removes a term);
+            official weight_emb 0.2, weight_rig 10, weight_img 1, weight_D 0.
+        perceptual: 'embedding' (16-d expression embedding), 'feature' (pooled encoder feature f^E) or
+            'unit_feature' (f^E L2-normalised, as the official code).
+        emb_reduction: 'mean' (MSE over the vector's dimensions, official) or 'sum' (squared distance).
     """
-    weight_perceptual: float = 1.0
-    weight_rig: float = 1.0
+    weight_perceptual: float = 0.2
+    weight_rig: float = 10.0
     weight_pixel: float = 1.0
     weight_gan: float = 0.0
     perceptual: str = "embedding"
+    emb_reduction: str = "mean"
 
     def __post_init__(self):
-        if self.perceptual not in ("embedding", "feature"):
-            raise ValueError(f"'loss.perceptual' must be 'embedding' or 'feature', got '{self.perceptual}'")
+        check_choice("loss.perceptual", self.perceptual, PERCEPTUAL)
+        check_choice("loss.emb_reduction", self.emb_reduction, ("mean", "sum"))
         for k in ("weight_perceptual", "weight_rig", "weight_pixel", "weight_gan"):
             if getattr(self, k) < 0:
                 raise ValueError(f"'loss.{k}' must be >= 0, got {getattr(self, k)}")
@@ -60,6 +72,20 @@ def no_param_grad(module: nn.Module | None):
     finally:
         for p in params:
             p.requires_grad_(True)
+
+
+def perceptual_distance(f_out: torch.Tensor, e_out: torch.Tensor, f_in: torch.Tensor, e_in: torch.Tensor,
+                        cfg: LossConfig) -> torch.Tensor:
+    """Mean over samples of the squared difference of the render's and the input's vectors (pooled
+    features f (N, D), embeddings e (N, 16)), reduced over the vector per `cfg.emb_reduction`."""
+    if cfg.perceptual == "embedding":
+        a, b = e_out.float(), e_in.float()
+    elif cfg.perceptual == "feature":
+        a, b = f_out.float(), f_in.float()
+    else:  # unit_feature
+        a, b = F.normalize(f_out.float(), dim=1), F.normalize(f_in.float(), dim=1)
+    sq = (a - b) ** 2  # (N, dim)
+    return (sq.sum(1) if cfg.emb_reduction == "sum" else sq.mean(1)).mean()
 
 
 def compute_losses(model: Emb2Rig, frozen: Frozen, batch: dict[str, torch.Tensor], cfg: LossConfig,
@@ -97,11 +123,7 @@ def compute_losses(model: Emb2Rig, frozen: Frozen, batch: dict[str, torch.Tensor
         render = frozen.render(rig, tgt)  # (B*T, 3, S, S), differentiable w.r.t. rig
     if cfg.weight_perceptual > 0:
         f_out, e_out = frozen.encode(render, tgt)
-        if cfg.perceptual == "embedding":
-            d = ((e_out.float() - rep(emb).float()) ** 2).sum(1).mean()
-        else:
-            d = ((f_out.float() - rep(feat).float()) ** 2).mean()
-        losses["perceptual"] = cfg.weight_perceptual * d
+        losses["perceptual"] = cfg.weight_perceptual * perceptual_distance(f_out, e_out, rep(feat), rep(emb), cfg)
     if cfg.weight_pixel > 0:
         l1 = (render[own].float() - rep(img)[own].float()).abs().mean() if own.any() else render.sum() * 0
         losses["pixel"] = cfg.weight_pixel * l1

@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import DataLoader
 from torchvision.utils import save_image
 
-from common.checkpoint import find_resume, load_checkpoint, load_weights, rng_state, save_training_state, set_rng_state
+from common.checkpoint import find_resume, load_checkpoint, rng_state, save_training_state, set_rng_state
 from common.config import to_dict
 from common.device import make_scaler, seed_everything
 from common.dist import cleanup, init_distributed, make_sampler, unwrap, wrap_ddp
@@ -31,15 +31,23 @@ from data.avatars import keep_batch, load_avatars
 from emb2rig.config import Emb2RigConfig
 from emb2rig.data import build_sets
 from emb2rig.discriminator import MultiScalePatchGAN
-from emb2rig.engine import evaluate, train_one_epoch
+from emb2rig.engine import evaluate, schedule_lr, train_one_epoch, warmup_steps
 from emb2rig.frozen import load_frozen, reference_features, reference_images
 from emb2rig.models import build_model
+from emb2rig.official import load_pretrained
 
 
 def _loader(ds, cfg: Emb2RigConfig, info, train: bool):
     sampler = make_sampler(ds, info, shuffle=train, seed=cfg.seed, drop_last=train)
     return DataLoader(ds, batch_size=cfg.batch_size, sampler=sampler, collate_fn=keep_batch,
                       num_workers=cfg.num_workers, drop_last=train), sampler
+
+
+def make_optimizer(model: torch.nn.Module, cfg: Emb2RigConfig) -> torch.optim.Optimizer:
+    """Adam (L2 weight decay in the gradient, official) or AdamW (decoupled), no decay on biases and norms."""
+    groups, betas = param_groups_weight_decay(model, cfg.weight_decay), (float(cfg.betas[0]), float(cfg.betas[1]))
+    optim = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
+    return optim(groups, lr=cfg.lr, betas=betas)
 
 
 @torch.no_grad()
@@ -73,11 +81,13 @@ def main(cfg: Emb2RigConfig) -> dict | None:
     refs = reference_images(frozen, ref_rigs, info.device)  # (A, 3, S, S)
     model = build_model(reference_features(frozen, refs), [len(c) for c in controls], cfg.model,
                         [torch.from_numpy(r.mean(0)) for r in own_rigs]).to(info.device)
-    if cfg.pretrained:
-        load_weights(model, cfg.pretrained)
+    if cfg.pretrained:  # learned weights only: the identity inputs belong to this run's encoder, renderer and data
+        derived = {k: v.clone() for k, v in model.state_dict().items() if k in ("ids.ref_feats", "prior_logit")}
+        load_pretrained(model, cfg.pretrained)
+        model.load_state_dict(derived, strict=False)
     disc = MultiScalePatchGAN(cfg.disc.scales, cfg.disc.channels, cfg.disc.layers).to(info.device) \
         if cfg.loss.weight_gan > 0 else None
-    opt = torch.optim.AdamW(param_groups_weight_decay(model, cfg.weight_decay), lr=cfg.lr)
+    opt = make_optimizer(model, cfg)
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.disc.lr, betas=(0.0, 0.99)) if disc is not None else None
     scaler, scaler_d = make_scaler(info.device, cfg.precision), make_scaler(info.device, cfg.precision)
     start, best, step = 0, math.inf, 0
@@ -105,17 +115,21 @@ def main(cfg: Emb2RigConfig) -> dict | None:
         val_sub = torch.utils.data.Subset(val_set, keep)
     val_loader, _ = _loader(val_sub, cfg, info, train=False)
     per_epoch = min(len(train_loader), cfg.steps_per_epoch) if cfg.steps_per_epoch else len(train_loader)
-    total = per_epoch * cfg.epochs
-    log = MetricsLogger(run_dir, enabled=info.is_main)
+    warmup = warmup_steps(cfg, per_epoch)
+
+    def lr_at(s: int) -> float:  # depends on the step alone: a resumed run continues the same curve
+        return schedule_lr(s, per_epoch * cfg.epochs, warmup, cfg)
+
+    log = MetricsLogger(run_dir, enabled=info.is_main, tensorboard=cfg.tensorboard)
     if info.is_main:
         save_image(refs, run_dir / "references.png", nrow=len(refs))
         print(f"[emb2rig] avatars {names}; train {train_set.n_faces} faces + {train_set.n_renders} renders, "
-              f"val {val_set.n_faces} + {val_set.n_renders}; {per_epoch} steps/epoch")
+              f"val {val_set.n_faces} + {val_set.n_renders}; {per_epoch} steps/epoch, {warmup} warm-up steps")
     t0 = time.time()
     for epoch in range(start, cfg.epochs):
         sampler.set_epoch(epoch)
         stats = train_one_epoch(model_ddp, disc_ddp, frozen, train_loader, (opt, opt_d), (scaler, scaler_d),
-                                epoch, step, total, cfg, info)
+                                epoch, step, lr_at, cfg, info)
         step += per_epoch
         stats.update(evaluate(model_ddp, disc_ddp, frozen, val_loader, cfg, info))
         is_best = stats["val/total"] < best
@@ -130,6 +144,7 @@ def main(cfg: Emb2RigConfig) -> dict | None:
             if disc is not None:
                 state.update(disc=disc.state_dict(), optimizer_d=opt_d.state_dict(), scaler_d=scaler_d.state_dict())
             save_training_state(run_dir, state, is_best)
+    log.close()
     summary = None
     if info.is_main:
         plot_metrics(run_dir / "metrics.jsonl", run_dir / "curves.png")

@@ -17,6 +17,13 @@ so feeding it this decoder's e_id would render off-distribution images.
 Output head: one shared trunk and one max-size linear head; each avatar reads the first
 `n_controls` outputs. The padded outputs are multiplied by the avatar's control mask, so no loss
 ever sees (or pushes) them.
+
+Trunk (`DecoderConfig.block`): 'official' is the official decoder's (`models/CascadeNet.py` FCModel /
+ResidualBlock of FreeAvatar): stem Linear-Norm-ReLU-Dropout, blocks `x + Drop(ReLU(Norm(W2 Drop(ReLU(Norm(W1 x))))))`
+with nothing after the add, Xavier-uniform Linear weights and zero biases; 'ours' uses GELU, no dropout after
+the second Linear, a GELU after the add and PyTorch's default init.
+Both name their layers alike (`stem.0/1`, `blocks.i.body.0/1/4/5`, `head`); `emb2rig.official` maps an
+official state dict onto them.
 """
 from __future__ import annotations
 
@@ -38,6 +45,7 @@ class DecoderConfig:
         blocks: number of residual blocks.
         dropout: dropout inside each block.
         norm: 'batch' (paper) or 'layer' (for batch size 1 / per-sample inference in training mode).
+        block: 'official' (ReLU, dropout after each Linear, `out = x + y`) or 'ours' (GELU, activation after the add).
         id_dim: size of the identity embedding e_id.
         id_hidden: hidden width of the identity MLP.
         mean_prior: add each avatar's mean training rig (as a logit, a fixed buffer) before the
@@ -47,6 +55,7 @@ class DecoderConfig:
     blocks: int = 2
     dropout: float = 0.1
     norm: str = "batch"
+    block: str = "ours"
     id_dim: int = 64
     id_hidden: int = 256
     mean_prior: bool = True
@@ -54,6 +63,8 @@ class DecoderConfig:
     def __post_init__(self):
         if self.norm not in ("batch", "layer"):
             raise ValueError(f"'model.norm' must be 'batch' or 'layer', got '{self.norm}'")
+        if self.block not in ("ours", "official"):
+            raise ValueError(f"'model.block' must be 'ours' or 'official', got '{self.block}'")
 
 
 def _norm(kind: str, width: int) -> nn.Module:
@@ -79,8 +90,26 @@ class ResBlock(nn.Module):
         return self.act(x + self.body(x))
 
 
+class OfficialResBlock(nn.Module):
+    """The official decoder's block: y = Drop(ReLU(Norm(Linear(x)))) twice, out = x + y (no activation after the add).
+
+    Args:
+        width: feature width (in = out).
+        dropout: dropout probability (after each ReLU).
+        norm: 'batch' (official) or 'layer'.
+    """
+
+    def __init__(self, width: int, dropout: float, norm: str):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(width, width), _norm(norm, width), nn.ReLU(), nn.Dropout(dropout),
+                                  nn.Linear(width, width), _norm(norm, width), nn.ReLU(), nn.Dropout(dropout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, W) -> (B, W)
+        return x + self.body(x)
+
+
 class RigDecoder(nn.Module):
-    """[f^E, e_id] -> residual MLP -> sigmoid -> padded rig.
+    """[f^E, e_id] -> residual MLP -> sigmoid -> padded rig (the official decoder puts e_id first).
 
     Args:
         feat_dim: size of the encoder's pooled feature f^E (768 for ViT-B, 192 for the demo ViT).
@@ -90,9 +119,17 @@ class RigDecoder(nn.Module):
 
     def __init__(self, feat_dim: int, max_controls: int, cfg: DecoderConfig):
         super().__init__()
-        self.stem = nn.Sequential(nn.Linear(feat_dim + cfg.id_dim, cfg.width), _norm(cfg.norm, cfg.width), nn.GELU())
-        self.blocks = nn.Sequential(*[ResBlock(cfg.width, cfg.dropout, cfg.norm) for _ in range(cfg.blocks)])
+        stem = [nn.Linear(feat_dim + cfg.id_dim, cfg.width), _norm(cfg.norm, cfg.width)]
+        stem += [nn.ReLU(), nn.Dropout(cfg.dropout)] if cfg.block == "official" else [nn.GELU()]
+        self.stem = nn.Sequential(*stem)
+        block = OfficialResBlock if cfg.block == "official" else ResBlock
+        self.blocks = nn.Sequential(*[block(cfg.width, cfg.dropout, cfg.norm) for _ in range(cfg.blocks)])
         self.head = nn.Linear(cfg.width, max_controls)
+        if cfg.block == "official":  # the official init (train_emb2rig_multichar.py L363, utils/common.py init_weights)
+            for m in self.modules():
+                if isinstance(m, nn.Linear):
+                    nn.init.xavier_uniform_(m.weight)
+                    nn.init.zeros_(m.bias)
 
     def forward(self, feat: torch.Tensor, e_id: torch.Tensor, offset: torch.Tensor | None = None) -> torch.Tensor:
         """(B, D) features, (B, id_dim) identities, optional (B, max_controls) logit offsets -> (B, max_controls)."""

@@ -1,7 +1,12 @@
-"""Stage-2 config: one typed schema; defaults are the paper's setting (configs/mae_train_expemb.yaml).
+"""Stage-2 config: one typed schema; defaults are the paper's setting (configs/mae_train_expemb.yaml,
+which says where each value comes from).
 
-Paths: `train_csv`, `val_csv` and `url_map` are relative to `data_root` (the image root of the
-triplet files); `pretrained` and `output_dir` are relative to where you run (the repo root).
+Paths: `train_csv`, `val_csv`, `test_csv` and `url_map` are relative to `data_root` (the image root of
+the triplet files); `pretrained` and `output_dir` are relative to where you run (the repo root).
+
+`mode: train` trains, picks `checkpoint-best.pth` on `val_csv` and scores `test_csv` once at the end
+with it. `mode: eval` scores the encoder checkpoint `pretrained` (ours, or an official stage-2
+`epoch_*_acc_*.pth`) on `test_csv` without training.
 """
 from __future__ import annotations
 
@@ -9,47 +14,52 @@ from dataclasses import dataclass, field
 
 from common.config import check_choice
 from common.device import PRECISIONS
-from expression_finetune.losses import DEFAULT_MARGINS
+from expression_finetune.losses import DEFAULT_MARGINS, DISTANCES
 
 
 @dataclass
 class ExpressionConfig:
     # run
+    mode: str = "train"  # train | eval (score `pretrained` on `test_csv`, no training)
     output_dir: str = "outputs/expression"
     seed: int = 0
     device: str = "auto"
     precision: str = "fp32"  # fp32 | bf16 | fp16 (CUDA only)
-    epochs: int = 30
+    epochs: int = 100
     batch_size: int = 64  # triplets per step per process (3 images each)
     num_workers: int = 8
     steps_per_epoch: int = 0  # > 0: cap each epoch at this many steps (a fresh shuffle each epoch); 0 = full pass
     # data
     data_root: str = "data/fec"
     train_csv: str = "triplets/train.csv"
-    val_csv: str = "triplets/test.csv"
+    val_csv: str = "triplets/val.csv"  # chooses checkpoint-best.pth
+    test_csv: str | None = "triplets/test.csv"  # scored once at the end with checkpoint-best.pth; null = none
     format: str = "auto"  # auto | simple (anchor,positive,negative,type) | fec (raw 28 columns)
     url_map: str | None = None  # `url,path` CSV for raw FEC files
     cache_images: bool = False  # keep decoded images in memory (small datasets)
     crop_margin: float | None = 0.3  # FEC boxes: square face crop with this margin (as test mode); null = exact box
     # model
     model: str = "mae_vit_base_patch16"  # a mae_pretrain.MAE_PRESETS name
-    pretrained: str | None = None  # stage-1 / MAE / MAE-Face checkpoint; null = random init
+    pretrained: str | None = None  # stage-1 / MAE / MAE-Face / stage-2 (ours or official) file; null = random init
     emb_dim: int = 16
     drop_path: float = 0.1
-    # training augmentation (evaluation always uses resize + centre crop)
+    # training augmentation (evaluation always uses resize + centre crop); see expression_finetune/transforms.py
+    augment: str = "official"  # official (timm create_transform) | ours (torchvision) | none (eval transform)
     crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])  # RandomResizedCrop area range
-    crop_ratio: list[float] = field(default_factory=lambda: [3 / 4, 4 / 3])  # and aspect-ratio range
-    rand_ops: int = 2  # RandAugment ops per image (0 = off)
-    rand_magnitude: int = 9
-    reprob: float = 0.25  # random erasing probability
+    crop_ratio: list[float] = field(default_factory=lambda: [7 / 8, 8 / 7])  # and aspect-ratio range
+    auto_augment: str | None = "rand-m9-mstd0.5-inc1"  # official: timm policy string (magnitude of 10)
+    rand_ops: int = 2  # ours: torchvision RandAugment ops per image (0 = off)
+    rand_magnitude: int = 9  # ours: torchvision magnitude (of 30)
+    reprob: float = 0.25  # random erasing probability (official and ours)
     hflip: float = 0.0  # off: flips swap left/right action units (winks, smirks)
     # loss
     margins: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_MARGINS))
+    distance: str = "euclidean"  # euclidean (nn.TripletMarginLoss, official) | squared
     # optimisation
     optimizer: str = "sgd"  # sgd | adamw
     lr: float = 0.002
     min_lr: float = 0.0
-    schedule: str = "cosine"  # cosine (with warm-up) | constant
+    schedule: str = "constant"  # constant (official) | cosine (with warm-up)
     warmup_epochs: float = 1.0
     momentum: float = 0.9  # sgd
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adamw
@@ -58,7 +68,10 @@ class ExpressionConfig:
     clip_grad: float | None = None
 
     def __post_init__(self):
+        check_choice("mode", self.mode, ["train", "eval"])
         check_choice("precision", self.precision, PRECISIONS)
+        check_choice("augment", self.augment, ["official", "ours", "none"])
+        check_choice("distance", self.distance, DISTANCES)
         check_choice("format", self.format, ["auto", "simple", "fec"])
         check_choice("optimizer", self.optimizer, ["sgd", "adamw"])
         check_choice("schedule", self.schedule, ["cosine", "constant"])
@@ -72,3 +85,5 @@ class ExpressionConfig:
             raise ValueError(f"'layer_decay' must be in (0, 1], got {self.layer_decay}")
         if self.batch_size < 1 or self.epochs < 1:
             raise ValueError("'batch_size' and 'epochs' must be >= 1")
+        if self.mode == "eval" and not (self.pretrained and self.test_csv):
+            raise ValueError("mode=eval scores a checkpoint on a triplet file: set pretrained=CKPT and test_csv=PATH")

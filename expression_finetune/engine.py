@@ -19,17 +19,18 @@ from data.triplets import TRIPLET_TYPES
 from expression_finetune.losses import accuracy_from_counts, triplet_correct, triplet_loss, type_counts
 
 
-def compute_losses(emb: torch.Tensor, types: torch.Tensor, margins: torch.Tensor) -> dict[str, torch.Tensor]:
+def compute_losses(emb: torch.Tensor, types: torch.Tensor, margins: torch.Tensor,
+                   distance: str = "euclidean") -> dict[str, torch.Tensor]:
     """(B, 3, E) embeddings + (B,) type indices -> {'loss': scalar, 'correct': (B,) bool}."""
-    return {"loss": triplet_loss(emb, types, margins), "correct": triplet_correct(emb.detach())}
+    return {"loss": triplet_loss(emb, types, margins, distance), "correct": triplet_correct(emb.detach())}
 
 
 def train_one_epoch(model: torch.nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
                     scaler: torch.amp.GradScaler, margins: torch.Tensor, epoch: int, info: DistInfo,
                     precision: str, lr_at: Callable[[float], float], clip_grad: float | None = None,
-                    max_steps: int = 0) -> dict:
+                    max_steps: int = 0, distance: str = "euclidean") -> dict:
     """One pass over `loader` (at most `max_steps` steps when > 0); the lr is set per step from
-    `lr_at(fractional epoch)`.
+    `lr_at(fractional epoch)`; `distance` of the triplet loss ('euclidean' | 'squared').
 
     Returns {'train/loss', 'train/acc', 'lr', 'train/imgs_per_s', 'train/data_frac'} (rank-averaged).
     """
@@ -51,7 +52,7 @@ def train_one_epoch(model: torch.nn.Module, loader: DataLoader, optimizer: torch
         B = imgs.shape[0]
         with autocast(dev, precision):
             _, emb = model(imgs.flatten(0, 1))  # (3B, C, H, W) -> (3B, E)
-        out = compute_losses(emb.view(B, 3, -1), types, margins)  # loss in fp32
+        out = compute_losses(emb.view(B, 3, -1), types, margins, distance)  # loss in fp32
         check_finite(out["loss"], epoch * n_steps + i)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(out["loss"]).backward()
@@ -104,7 +105,7 @@ def embed_images(model: torch.nn.Module, dataset: Dataset, info: DistInfo, batch
 
 def evaluate(model: torch.nn.Module, images: Dataset, index: torch.Tensor, types: torch.Tensor,
              margins: torch.Tensor, info: DistInfo, batch_size: int = 256, num_workers: int = 0,
-             precision: str = "fp32") -> dict:
+             precision: str = "fp32", distance: str = "euclidean") -> dict:
     """Triplet accuracy (overall and per type) and loss on a held-out set.
 
     Args:
@@ -116,7 +117,7 @@ def evaluate(model: torch.nn.Module, images: Dataset, index: torch.Tensor, types
     """
     emb = embed_images(model, images, info, batch_size, num_workers, precision)  # (N, E)
     trip = emb[index]  # (T, 3, E)
-    out = compute_losses(trip, types, margins.cpu())
+    out = compute_losses(trip, types, margins.cpu(), distance)
     acc = accuracy_from_counts(type_counts(out["correct"], types))
     stats = {"val/loss": out["loss"].item(), "val/acc": acc["triplet_acc"]}
     stats.update({f"val/acc_{t}": a for t, a in acc["per_type"].items() if a is not None})

@@ -1,11 +1,13 @@
 """Stage-2 training run: fine-tune the stage-1 ViT into a 16-d expression embedding on triplets.
 
     python train.py configs/demo/expression.yaml [key=value ...]
-    torchrun --nproc_per_node 8 train.py configs/mae_train_expemb.yaml data_root=/data/fec
+    torchrun --nproc_per_node 8 train.py configs/mae_train_expemb.yaml data_root=/data/fec batch_size=8
+    python train.py CONFIG mode=eval pretrained=CKPT test_csv=PATH      # score a checkpoint (evaluate.py)
 
 Writes into `output_dir`: config.yaml, run.json, metrics.jsonl, curves.png, checkpoint-last.pth /
-checkpoint-best.pth (best = highest validation triplet accuracy) and summary.json. Re-running the
-same command resumes from checkpoint-last.pth; a finished run exits at once.
+checkpoint-best.pth (best = highest triplet accuracy on `val_csv`) and summary.json, whose `test`
+holds the one score of checkpoint-best.pth on `test_csv` (taken after the last epoch). Re-running
+the same command resumes from checkpoint-last.pth; a finished run exits at once.
 """
 from __future__ import annotations
 
@@ -15,19 +17,20 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from common.checkpoint import find_resume, load_checkpoint, rng_state, save_training_state, set_rng_state
+from common.checkpoint import BEST, find_resume, load_checkpoint, rng_state, save_training_state, set_rng_state
 from common.config import to_dict
 from common.device import make_scaler, seed_everything, seed_worker
-from common.dist import DistInfo, cleanup, init_distributed, make_sampler, unwrap, wrap_ddp
+from common.dist import DistInfo, barrier, cleanup, init_distributed, make_sampler, unwrap, wrap_ddp
 from common.metrics import MetricsLogger, plot_metrics
 from common.optim import cosine_lr
 from common.run import prepare_run_dir, write_json
-from data.triplets import TYPE_INDEX, ImageListDataset, TripletDataset, read_triplets, unique_images
+from data.triplets import TripletDataset, read_triplets
 from expression_finetune.config import ExpressionConfig
 from expression_finetune.engine import evaluate, train_one_epoch
+from expression_finetune.evaluate import describe, read_triplet_set, run_eval, score
 from expression_finetune.losses import margin_tensor
 from expression_finetune.models import ExpressionViT, build_expression_vit, load_pretrained
-from expression_finetune.transforms import eval_transform, train_transform
+from expression_finetune.transforms import build_train_transform
 
 
 def param_groups(model: ExpressionViT, weight_decay: float, layer_decay: float = 1.0) -> list[dict]:
@@ -54,31 +57,32 @@ def build_optimizer(model: ExpressionViT, cfg: ExpressionConfig) -> torch.optim.
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
 
 
-def build_data(cfg: ExpressionConfig, info: DistInfo, size: int):
-    """Train loader + sampler, and the validation set as (distinct images, (T, 3) index, (T,) types)."""
+def build_train_loader(cfg: ExpressionConfig, info: DistInfo, size: int):
+    """The training loader and its sampler (augmentation: `cfg.augment`, see transforms.py)."""
     root = Path(cfg.data_root)
-    url_map = root / cfg.url_map if cfg.url_map else None
-    train = read_triplets(root / cfg.train_csv, root, cfg.format, url_map)
-    val = read_triplets(root / cfg.val_csv, root, cfg.format, url_map)
-    no_aug = (list(cfg.crop_scale) == [1, 1] and list(cfg.crop_ratio) == [1, 1] and cfg.rand_ops == 0
-              and cfg.reprob == 0 and cfg.hflip == 0)
-    # Without augmentation the face crops (square) go through the eval resize, transformed once if cached.
-    tf = eval_transform(size) if no_aug else train_transform(size, cfg.crop_scale, cfg.rand_ops, cfg.rand_magnitude,
-                                                             cfg.reprob, cfg.hflip, cfg.crop_ratio)
-    ds = TripletDataset(train, tf, cache=cfg.cache_images, margin=cfg.crop_margin, deterministic=no_aug)
+    train = read_triplets(root / cfg.train_csv, root, cfg.format, root / cfg.url_map if cfg.url_map else None)
+    tf, deterministic = build_train_transform(cfg, size)
+    ds = TripletDataset(train, tf, cache=cfg.cache_images, margin=cfg.crop_margin, deterministic=deterministic)
     sampler = make_sampler(ds, info, shuffle=True, seed=cfg.seed, drop_last=True)
     loader = DataLoader(ds, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
                         pin_memory=info.device.type == "cuda", drop_last=True, worker_init_fn=seed_worker,
                         persistent_workers=cfg.num_workers > 0)
     if len(loader) == 0:
         raise ValueError(f"{len(ds)} training triplets is less than one batch of {cfg.batch_size}; lower batch_size")
-    items, index = unique_images(val)
-    types = torch.tensor([TYPE_INDEX[r.type] for r in val], dtype=torch.long)
-    return loader, sampler, (ImageListDataset(items, eval_transform(size), cfg.crop_margin), index, types)
+    return loader, sampler
+
+
+def build_data(cfg: ExpressionConfig, info: DistInfo, size: int):
+    """Train loader + sampler, and the validation set as (distinct images, (T, 3) index, (T,) types)."""
+    val = read_triplet_set(cfg, cfg.val_csv, size)
+    return *build_train_loader(cfg, info, size), (val.images, val.index, val.types)
 
 
 def main(cfg: ExpressionConfig) -> dict:
-    """Train (or resume) and return the summary dict that is also written to summary.json."""
+    """Train (or resume) and return the summary dict that is also written to summary.json;
+    `mode=eval` scores a checkpoint instead (`evaluate.run_eval`)."""
+    if cfg.mode == "eval":
+        return run_eval(cfg)
     info = init_distributed(cfg.device)
     seed_everything(cfg.seed + info.rank)
     run_dir = prepare_run_dir(cfg.output_dir, cfg, info.is_main)
@@ -99,7 +103,9 @@ def main(cfg: ExpressionConfig) -> dict:
     if start >= cfg.epochs:
         print(f"[train] already complete ({cfg.epochs} epochs) in {run_dir}")
         return {}
-    loader, sampler, (val_images, val_index, val_types) = build_data(cfg, info, model.image_size)
+    loader, sampler = build_train_loader(cfg, info, model.image_size)
+    val_set = read_triplet_set(cfg, cfg.val_csv, model.image_size)
+    test_set = read_triplet_set(cfg, cfg.test_csv, model.image_size) if cfg.test_csv else None  # read now: fail fast
     margins = margin_tensor(cfg.margins, info.device)
     ddp = wrap_ddp(model, info)
     log = MetricsLogger(run_dir, enabled=info.is_main)
@@ -109,9 +115,9 @@ def main(cfg: ExpressionConfig) -> dict:
     for epoch in range(start, cfg.epochs):
         sampler.set_epoch(epoch)
         stats = train_one_epoch(ddp, loader, optimizer, scaler, margins, epoch, info, cfg.precision, lr_at,
-                                cfg.clip_grad, cfg.steps_per_epoch)
-        val = evaluate(model, val_images, val_index, val_types, margins, info, num_workers=cfg.num_workers,
-                       precision=cfg.precision)
+                                cfg.clip_grad, cfg.steps_per_epoch, cfg.distance)
+        val = evaluate(model, val_set.images, val_set.index, val_set.types, margins, info,
+                       num_workers=cfg.num_workers, precision=cfg.precision, distance=cfg.distance)
         is_best = val["val/acc"] > best["acc"]
         if is_best:
             best = {"acc": val["val/acc"], "epoch": epoch, "per_type": val["per_type"]}
@@ -123,10 +129,19 @@ def main(cfg: ExpressionConfig) -> dict:
                                           "scaler": scaler.state_dict(), "epoch": epoch, "best": best,
                                           "best_metric": best["acc"], "init_report": init_report,
                                           "config": to_dict(cfg), "rng": rng_state()}, is_best)
+    train_wall_s = round(time.time() - t0, 1)
+    test = None
+    if test_set is not None:  # the one test score: checkpoint-best.pth (chosen on val_csv)
+        barrier()  # rank 0 has written checkpoint-best.pth
+        model.load_state_dict(load_checkpoint(Path(run_dir) / BEST)["model"])
+        test = {"epoch": best["epoch"], "checkpoint": str(Path(run_dir) / BEST), **score(model, test_set, cfg, info)}
+        print(f"[test] epoch {best['epoch']} (best on val): {describe(test)}")
+    # triplet_acc / per_type: the last epoch on val_csv; best_*: the epoch of checkpoint-best.pth
     summary = {"triplet_acc": val["val/acc"], "per_type": val["per_type"], "n_per_type": val["n_per_type"],
                "best_triplet_acc": best["acc"], "best_per_type": best["per_type"], "best_epoch": best["epoch"],
-               "epochs": cfg.epochs,
-               "pretrained": cfg.pretrained, "init_report": init_report, "train_wall_s": round(time.time() - t0, 1)}
+               "val_csv": str(val_set.path), "val_rows_skipped": sum(val_set.skipped.values()), "test": test,
+               "epochs": cfg.epochs, "pretrained": cfg.pretrained, "init_report": init_report,
+               "train_wall_s": train_wall_s}
     if info.is_main:
         plot_metrics(run_dir / "metrics.jsonl", run_dir / "curves.png")
         write_json(run_dir / "summary.json", summary)

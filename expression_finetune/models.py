@@ -8,9 +8,17 @@ Parameter names are the official MAE / timm ViT names (`cls_token`, `pos_embed`,
 `blocks.N.*`), so stage-1 and public MAE / MAE-Face files load directly. As in MAE fine-tuning with
 mean pooling, `fc_norm` replaces the final `norm`: a checkpoint's `norm.*` (and decoder) tensors are
 expected to be unused, and `fc_norm.*` / `head.*` are new.
+
+The official stage-2 checkpoint (`epoch_90_acc_0.8736.pth`) is the raw state dict of the official
+`exp_emb_code/model/mae_pipeline.py` `Pipeline`: its timm ViT sits under `main.` (`module.main.` when
+saved from DataParallel), with the same names as ours, `fc_norm` and a 16-d `head`, and no `norm`:
+
+    model, report = load_official_stage2("epoch_90_acc_0.8736.pth")   # report: exact missing / unexpected keys
+    python train.py configs/mae_train_expemb.yaml mode=eval pretrained=epoch_90_acc_0.8736.pth test_csv=...
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,6 +31,7 @@ from mae_pretrain.models_mae import MAE_PRESETS, Block, MAEConfig, make_patch_em
 from mae_pretrain.pos_embed import get_2d_sincos_pos_embed, interpolate_pos_embed
 
 NEW_KEYS = ("fc_norm.", "head.")  # trained from scratch in stage 2
+OFFICIAL_STAGE2_PREFIX = "main."  # the official Pipeline's ViT attribute (DataParallel's module. is stripped first)
 UNUSED_KEYS = ("norm.", "decoder_", "mask_token")  # stage-1 tensors that mean pooling does not use
 
 
@@ -90,21 +99,36 @@ def build_expression_vit(name: str, emb_dim: int = 16, drop_path: float = 0.0, *
     return ExpressionViT(replace(MAE_PRESETS[name], **overrides), emb_dim=emb_dim, drop_path=drop_path)
 
 
-def load_pretrained(model: ExpressionViT, path: str | Path) -> dict[str, list[str]]:
-    """Initialise the encoder from a stage-1 checkpoint (ours, or an official MAE / MAE-Face file).
+def official_stage2_keys(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
+    """The key map of an official stage-2 state dict (`main.X` / `module.main.X` -> `X`); None when
+    `sd` is not one (not every key under `main.`)."""
+    sd = clean_state_dict(sd)  # strips module. (DataParallel / DDP) and _orig_mod.
+    if not sd or not all(k.startswith(OFFICIAL_STAGE2_PREFIX) for k in sd):
+        return None
+    return {k[len(OFFICIAL_STAGE2_PREFIX):]: v for k, v in sd.items()}
 
-    Wrappers (`{'model': ...}`) and `module.` prefixes are handled, the position embedding is resized
-    to the model's patch grid. Returns the key report
+
+def load_pretrained(model: ExpressionViT, source: str | Path | Mapping,
+                    name: str | None = None) -> dict[str, list[str]]:
+    """Initialise the model from a checkpoint file or state dict: stage 1 (ours, or an official MAE /
+    MAE-Face file) or stage 2 (ours, or an official `epoch_*_acc_*.pth`, see the module docstring).
+
+    Wrappers (`{'model': ...}`), `module.` and the official stage-2 `main.` prefixes are handled, the
+    position embedding is resized to the model's patch grid. Returns the key report
     `{'missing_encoder': [...], 'new': [...], 'unused': [...], 'unexpected': [...]}`; a correct file
-    leaves `missing_encoder` and `unexpected` empty.
+    leaves `missing_encoder` and `unexpected` empty (and a stage-2 file leaves `new` empty too).
+
+    `name` names the source in messages (default: its path, or 'state dict').
 
     Raises:
         ValueError: no encoder key matched, or shapes disagree (wrong `model` preset for this file).
     """
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"pretrained checkpoint '{path}' does not exist: run stage 1 first (demo: python "
+    path = name or ("state dict" if isinstance(source, Mapping) else str(source))
+    if not isinstance(source, Mapping) and not Path(source).is_file():
+        raise FileNotFoundError(f"pretrained checkpoint '{source}' does not exist: run stage 1 first (demo: python "
                                 "pretrain_mae.py configs/demo/mae_pretrain.yaml) or set pretrained=null")
-    sd = clean_state_dict(load_checkpoint(path))
+    raw = source if isinstance(source, Mapping) else load_checkpoint(source)
+    sd = official_stage2_keys(raw) or clean_state_dict(raw)
     own = model.state_dict()
     if not any(k in sd for k in own if not k.startswith(NEW_KEYS)):
         raise ValueError(f"{path}: no ViT encoder key (cls_token, blocks.0.attn.qkv.weight, ...) found; "
@@ -125,3 +149,26 @@ def load_pretrained(model: ExpressionViT, path: str | Path) -> dict[str, list[st
           f"new (fc_norm, head): {len(report['new'])}; unused as expected (final norm replaced by fc_norm, "
           f"decoder): {len(report['unused'])}; unexpected: {len(report['unexpected'])} {report['unexpected'][:4]}")
     return report
+
+
+def load_official_stage2(source: str | Path | Mapping,
+                         name: str = "mae_vit_base_patch16") -> tuple[ExpressionViT, dict[str, list[str]]]:
+    """An `ExpressionViT` (preset `name`, embedding size from the file's head) holding an official
+    stage-2 checkpoint (see the module docstring).
+
+    Returns (model in eval mode, `{'missing': [...], 'unexpected': [...]}`): the exact keys of the model
+    that the file lacks and of the file that the model lacks (both empty for the official ViT-B file).
+
+    Raises:
+        ValueError: not an official stage-2 state dict (keys not under `main.`), or shapes disagree.
+    """
+    raw = source if isinstance(source, Mapping) else load_checkpoint(source)
+    sd = official_stage2_keys(raw)
+    if sd is None or "head.weight" not in sd:
+        raise ValueError(f"{'state dict' if isinstance(source, Mapping) else source}: not an official stage-2 "
+                         f"checkpoint (every key under 'main.' or 'module.main.', with main.head.weight); keys look "
+                         f"like {list(raw)[:4]}. For our own run folders use load_encoder / pretrained=")
+    model = build_expression_vit(name, emb_dim=sd["head.weight"].shape[0])
+    rep = load_pretrained(model, sd)
+    return model.eval(), {"missing": rep["missing_encoder"] + rep["new"],
+                          "unexpected": rep["unused"] + rep["unexpected"]}

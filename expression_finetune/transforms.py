@@ -1,4 +1,17 @@
-"""Stage-2 preprocessing: the paper's training augmentation and the shared deterministic eval transform."""
+"""Stage-2 preprocessing: the training augmentation (`augment: official | ours | none`) and the shared
+deterministic eval transform.
+
+    tf, deterministic = build_train_transform(cfg, size=224)
+
+* official: timm's `create_transform` with the arguments of the official `exp_emb_code/dataset.py`
+  `build_transform(True)` (L72-85): RandomResizedCrop scale (0.08, 1) ratio (7/8, 8/7) bicubic,
+  RandAugment 'rand-m9-mstd0.5-inc1' (timm's 0-10 magnitude scale), normalise, random erasing 0.25
+  in 'pixel' mode (normal noise), once. One difference: the official call leaves timm's default
+  horizontal flip (0.5) on; ours comes from `hflip` (0 by default) because a flip swaps left/right
+  action units (a wink, a smirk), so it changes the expression label.
+* ours: the torchvision pipeline below (RandAugment on torchvision's 0-30 magnitude scale).
+* none: the eval transform (deterministic; the demo's setting).
+"""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -9,18 +22,50 @@ from torchvision import transforms as T
 
 from data.images import FACE_MEAN, FACE_STD, eval_transform, normalize
 
-__all__ = ["train_transform", "eval_transform", "preprocess_tensor"]
+__all__ = ["build_train_transform", "official_train_transform", "train_transform", "eval_transform",
+           "preprocess_tensor"]
+
+
+def official_train_transform(size: int, crop_scale=(0.08, 1.0), crop_ratio=(7 / 8, 8 / 7),
+                             auto_augment: str | None = "rand-m9-mstd0.5-inc1", reprob: float = 0.25,
+                             hflip: float = 0.0) -> Callable:
+    """The official training augmentation through timm (see the module docstring); defaults are its values.
+
+    Args:
+        size: output side in pixels (224 for ViT-B/16).
+        crop_scale, crop_ratio: RandomResizedCrop area and aspect-ratio ranges.
+        auto_augment: a timm policy string ('rand-m9-mstd0.5-inc1': RandAugment, magnitude 9 of 10 with
+            std 0.5, the "increasing" op variants, 2 ops per image); None = off.
+        reprob: random-erasing probability ('pixel' mode, one box, as the official call).
+        hflip: horizontal-flip probability (the official call leaves timm's 0.5; see the module docstring).
+    """
+    from timm.data import create_transform  # timm is only needed for this transform
+
+    return create_transform(input_size=size, is_training=True, scale=tuple(crop_scale), ratio=tuple(crop_ratio),
+                            hflip=hflip, color_jitter=None, auto_augment=auto_augment, interpolation="bicubic",
+                            re_prob=reprob, re_mode="pixel", re_count=1, mean=FACE_MEAN, std=FACE_STD)
+
+
+def build_train_transform(cfg, size: int) -> tuple[Callable, bool]:
+    """(PIL image -> tensor training transform, whether it is deterministic) for an `ExpressionConfig`."""
+    if cfg.augment == "official":
+        return official_train_transform(size, cfg.crop_scale, cfg.crop_ratio, cfg.auto_augment, cfg.reprob,
+                                        cfg.hflip), False
+    if cfg.augment == "ours":
+        return train_transform(size, cfg.crop_scale, cfg.rand_ops, cfg.rand_magnitude, cfg.reprob, cfg.hflip,
+                               cfg.crop_ratio), False
+    return eval_transform(size), True  # 'none': faces go through the eval resize, transformed once if cached
 
 
 def train_transform(size: int, crop_scale=(0.08, 1.0), rand_ops: int = 2, rand_magnitude: int = 9,
                     reprob: float = 0.25, hflip: float = 0.0, crop_ratio=(3 / 4, 4 / 3)) -> Callable:
-    """RandomResizedCrop -> [flip] -> RandAugment(n, m) -> tensor -> normalise -> random erasing.
+    """`augment: ours`: RandomResizedCrop -> [flip] -> RandAugment(n, m) -> tensor -> normalise -> random erasing.
 
     Args:
         size: output side in pixels (the model's image size).
-        crop_scale: area range of RandomResizedCrop ((0.08, 1) in the paper's recipe).
-        crop_ratio: its aspect-ratio range (torchvision's default (3/4, 4/3) in the paper's recipe).
-        rand_ops, rand_magnitude: RandAugment ops per image and magnitude (0 ops = off).
+        crop_scale: area range of RandomResizedCrop.
+        crop_ratio: its aspect-ratio range.
+        rand_ops, rand_magnitude: torchvision RandAugment ops per image and magnitude (of 30; 0 ops = off).
         reprob: random-erasing probability (erased pixels are random normal noise, as MAE fine-tuning).
         hflip: horizontal-flip probability.
     """

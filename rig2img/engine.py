@@ -1,7 +1,6 @@
 """Training and evaluation loops of the neural renderer; functions of their arguments."""
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,25 +12,9 @@ from torch import nn
 from common.device import autocast
 from common.dist import DistInfo, all_reduce_sum, reduce_means, unwrap
 from common.metrics import progress
-from common.optim import check_finite, cosine_lr, set_lr
+from common.optim import check_finite, cosine_lr, set_lr, warm_restarts_lr
 from data.avatars import AvatarRigDataset
 from rig2img.losses import compute_losses, per_image_metrics
-
-
-def warm_restarts_lr(step: int, base_lr: float, min_lr: float, period: int, mult: int) -> float:
-    """Learning rate of torch's CosineAnnealingWarmRestarts(T_0=period, T_mult=mult, eta_min=min_lr)
-    after `step` scheduler steps, in closed form (integer arithmetic, so restarts land exactly).
-
-    The official renderer steps it once per iteration (train_rig2img.py L145, L31): the lr is
-    `base_lr` at steps 0, period, period * (1 + mult), ... and decays by a half cosine in between.
-    """
-    t, length = int(step), int(period)
-    if mult == 1:
-        t %= length
-    while t >= length:  # skip whole periods: 500, 1000, 2000, ... steps
-        t -= length
-        length *= mult
-    return min_lr + (base_lr - min_lr) * (1.0 + math.cos(math.pi * t / length)) / 2.0
 
 
 def lr_schedule(cfg, steps_per_epoch: int) -> Callable[[float], float]:

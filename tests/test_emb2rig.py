@@ -228,6 +228,17 @@ def test_tiny_run_trains_resumes_and_loads(tmp_path, monkeypatch):
     torch.testing.assert_close(feats, model.ids.ref_feats, atol=2e-3, rtol=2e-3)  # from the fp16 renders
     longer = dataclasses.replace(cfg, epochs=3)
     assert main_mod.main(longer)["steps"] == 9  # resumes from epoch 2
+    # A new run from these weights through another encoder: the identity inputs are this run's own, so
+    # the stored references and the decoder's reference features agree (animate checks one against the other)
+    encoder.conv.weight.mul_(-1)  # "another encoder"
+    again_cfg = dataclasses.replace(cfg, output_dir=str(tmp_path / "again"), epochs=1,
+                                    pretrained=str(run / "checkpoint-last.pth"))
+    main_mod.main(again_cfg)
+    model2, meta2 = load_decoder(tmp_path / "again" / "checkpoint-last.pth")
+    with torch.no_grad():
+        feats2 = again.encode(meta2["references"]["images"].float(), torch.arange(3))[0]
+    torch.testing.assert_close(feats2, model2.ids.ref_feats, atol=2e-3, rtol=2e-3)
+    assert not torch.allclose(model2.ids.ref_feats, model.ids.ref_feats, atol=1e-2)
 
 
 def test_renders_are_cropped_to_their_face_box_and_gradients_stay_inside():

@@ -1,5 +1,6 @@
 """Stage 2: per-type margins, the triplet metric against a hand count, checkpoint init, the frozen
-public encoder, and a short training run that resumes exactly."""
+public encoder, a short training run that resumes exactly, the best checkpoint chosen on validation and
+scored once on test, and `mode=eval` on our and the official checkpoint layouts."""
 import argparse
 import json
 
@@ -28,7 +29,7 @@ TINY = "mae_vit_tiny_patch8_64"
 
 
 def _line(a: float, p: float, n: float) -> torch.Tensor:
-    """A triplet of 1-D embeddings (as (3, 1)); squared distances are (a - p)^2 etc."""
+    """A triplet of 1-D embeddings (as (3, 1)); distances are |a - p| etc. (squared: (a - p)^2)."""
     return torch.tensor([[a], [p], [n]])
 
 
@@ -40,16 +41,22 @@ def test_margins_are_applied_by_type():
     d_ap, d_an, d_pn = 0.09, 0.36, 0.81
     for t, margin in ((ONE, 0.1), (TWO, 0.2), (THREE, 0.2)):
         want = max(0, d_ap - d_an + margin) + max(0, d_ap - d_pn + margin)
-        assert triplet_loss(emb, torch.tensor([t]), m).item() == pytest.approx(want, abs=1e-6)
-    assert triplet_loss(emb, torch.tensor([ONE]), m).item() == pytest.approx(0.0, abs=1e-7)  # 0.09-0.36+0.1 < 0
-    assert triplet_loss(emb, torch.tensor([TWO]), m).item() == pytest.approx(0.0, abs=1e-7)  # 0.09-0.36+0.2 < 0
+        assert triplet_loss(emb, torch.tensor([t]), m, "squared").item() == pytest.approx(want, abs=1e-6)
+    assert triplet_loss(emb, torch.tensor([ONE]), m, "squared").item() == pytest.approx(0.0, abs=1e-7)  # < 0
+    assert triplet_loss(emb, torch.tensor([TWO]), m, "squared").item() == pytest.approx(0.0, abs=1e-7)  # < 0
     # a tighter triplet: d(a,p) = 0.04, d(a,n) = 0.16, d(p,n) = 0.36 (a = 0, p = 0.2, n = -0.4)
     emb2 = _line(0.0, 0.2, -0.4)[None]
-    assert triplet_loss(emb2, torch.tensor([ONE]), m).item() == pytest.approx(0.0, abs=1e-7)  # 0.04-0.16+0.1 < 0
-    assert triplet_loss(emb2, torch.tensor([TWO]), m).item() == pytest.approx(0.08, abs=1e-6)  # 0.04-0.16+0.2
+    assert triplet_loss(emb2, torch.tensor([ONE]), m, "squared").item() == pytest.approx(0.0, abs=1e-7)
+    assert triplet_loss(emb2, torch.tensor([TWO]), m, "squared").item() == pytest.approx(0.08, abs=1e-6)
     # vectorised batch = mean of the single losses
     batch = torch.cat([emb, emb2, emb2])
-    assert triplet_loss(batch, torch.tensor([TWO, ONE, THREE]), m).item() == pytest.approx(0.08 / 3, abs=1e-6)
+    assert triplet_loss(batch, torch.tensor([TWO, ONE, THREE]), m, "squared").item() == pytest.approx(0.08 / 3,
+                                                                                                      abs=1e-6)
+    # plain Euclidean distance (the official): |a - p| = 0.2, |a - n| = 0.4, |p - n| = 0.6
+    assert triplet_loss(emb2, torch.tensor([ONE]), m).item() == pytest.approx(0.0, abs=1e-5)  # 0.2-0.4+0.1 < 0
+    assert triplet_loss(emb2, torch.tensor([TWO]), m).item() == pytest.approx(0.0, abs=1e-5)  # 0.2-0.4+0.2 = 0
+    emb3 = _line(0.0, 0.2, -0.25)[None]  # |a - p| 0.2, |a - n| 0.25, |p - n| 0.45
+    assert triplet_loss(emb3, torch.tensor([ONE]), m).item() == pytest.approx(0.05, abs=1e-5)  # 0.2-0.25+0.1
     with pytest.raises(ValueError, match="margins missing"):
         margin_tensor({"ONE_CLASS_TRIPLET": 0.1})
 
@@ -208,15 +215,18 @@ def world(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("world")
     make_world(root, "tiny", seed=0)
-    lines = (root / "triplets/fec_test.csv").read_text().splitlines()  # the demo config reads raw FEC rows
-    (root / "triplets/val_small.csv").write_text("\n".join(lines[:24]) + "\n")  # fast evaluation
+    for name, src, n in (("val_small", "fec_val", 24), ("test_small", "fec_test", 30),  # fast evaluation
+                         ("train_head", "fec_train", 40)):  # with the 4 bad rows the world puts at rows 3-18
+        lines = (root / f"triplets/{src}.csv").read_text().splitlines()  # the demo config reads raw FEC rows
+        (root / f"triplets/{name}.csv").write_text("\n".join(lines[:n]) + "\n")
     return root
 
 
 def _cfg(world, out, *extra):
     return load_config(ExpressionConfig, ["configs/demo/expression.yaml", f"data_root={world}", f"output_dir={out}",
-                                          "pretrained=null", "val_csv=triplets/val_small.csv", "batch_size=4",
-                                          "steps_per_epoch=2", "num_workers=0", "schedule=constant", *extra])
+                                          "pretrained=null", "val_csv=triplets/val_small.csv",
+                                          "test_csv=triplets/test_small.csv", "batch_size=4", "steps_per_epoch=2",
+                                          "num_workers=0", "schedule=constant", *extra])
 
 
 def test_training_resumes_exactly_and_load_encoder_is_frozen_but_differentiable(world, tmp_path, capsys):
@@ -230,6 +240,7 @@ def test_training_resumes_exactly_and_load_encoder_is_frozen_but_differentiable(
     b = torch.load(tmp_path / "b/checkpoint-last.pth", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert resumed["triplet_acc"] == full["triplet_acc"]
+    assert {**resumed["test"], "checkpoint": ""} == {**full["test"], "checkpoint": ""}  # same best, same score
     summary = json.loads((tmp_path / "a/summary.json").read_text())
     assert set(summary["per_type"]) == set(TYPE_INDEX) and 0 <= summary["triplet_acc"] <= 1
     assert summary["best_epoch"] in (0, 1) and (tmp_path / "a/checkpoint-best.pth").is_file()
@@ -250,3 +261,75 @@ def test_training_resumes_exactly_and_load_encoder_is_frozen_but_differentiable(
     assert x01.grad is not None and x01.grad.abs().sum() > 0
     assert all(p.grad is None for p in enc.parameters())
     torch.testing.assert_close(enc(x)[1], enc(x)[1])  # deterministic (no drop-path at inference)
+
+
+def test_best_checkpoint_is_chosen_on_val_and_test_is_scored_once_with_it(world, tmp_path, monkeypatch):
+    import expression_finetune.evaluate as ev
+    import expression_finetune.main as m
+
+    real, val_accs, test_calls = m.evaluate, iter([0.9, 0.1]), []
+
+    def scripted_val(*args, **kw):  # epoch 0 is the best on validation, epoch 1 the last
+        return {**real(*args, **kw), "val/acc": next(val_accs)}
+
+    def recorded_test(model, *args, **kw):
+        test_calls.append({k: v.clone() for k, v in model.state_dict().items()})
+        return real(model, *args, **kw)
+
+    monkeypatch.setattr(m, "evaluate", scripted_val)
+    monkeypatch.setattr(ev, "evaluate", recorded_test)
+    fast = ["precision=fp32", "model=mae_vit_tiny_patch16_64"]
+    summary = m.main(_cfg(world, tmp_path / "run", "epochs=2", "steps_per_epoch=1", *fast))
+    best = torch.load(tmp_path / "run/checkpoint-best.pth", weights_only=True)
+    last = torch.load(tmp_path / "run/checkpoint-last.pth", weights_only=True)
+    assert summary["best_epoch"] == best["epoch"] == 0 and last["epoch"] == 1 and summary["triplet_acc"] == 0.1
+    assert len(test_calls) == 1  # once, at the end
+    assert all(torch.equal(test_calls[0][k], v) for k, v in best["model"].items())
+    assert not all(torch.equal(test_calls[0][k], v) for k, v in last["model"].items())
+    test = summary["test"]
+    assert test["epoch"] == 0 and test["file"].endswith("test_small.csv") and test["n_triplets"] == 30
+    assert set(test["per_type"]) == set(TYPE_INDEX) and test["rows_skipped"] == 0
+    assert json.loads((tmp_path / "run/summary.json").read_text())["test"] == json.loads(json.dumps(test))
+    assert not any(k.startswith("test") for line in (tmp_path / "run/metrics.jsonl").read_text().splitlines()
+                   for k in json.loads(line))
+    monkeypatch.undo()
+    best_path = tmp_path / "run/checkpoint-best.pth"
+    again = m.main(_cfg(world, tmp_path / "ev", "mode=eval", *fast, f"pretrained={best_path}"))
+    assert again["triplet_acc"] == test["triplet_acc"] and again["per_type"] == test["per_type"]
+
+
+def test_eval_mode_scores_our_and_official_checkpoints_and_counts_skipped_rows(world, tmp_path, capsys):
+    from data.images import eval_transform
+    from data.triplets import crop_box, read_triplets
+    from expression_finetune.main import main
+
+    torch.manual_seed(0)
+    name = "mae_vit_tiny_patch16_64"  # an official-layout file takes the architecture from the config
+    model = build_expression_vit(name).eval()
+    torch.save({"main." + k: v for k, v in model.state_dict().items()}, tmp_path / "epoch_0_acc_0.5.pth")
+    torch.save({"model": model.state_dict(), "config": {"model": name, "emb_dim": 16}}, tmp_path / "ours.pth")
+    args = ["mode=eval", "test_csv=triplets/train_head.csv", "precision=fp32", f"model={name}"]  # 4 bad rows
+    official = main(_cfg(world, tmp_path / "ev", *args, f"pretrained={tmp_path / 'epoch_0_acc_0.5.pth'}"))
+    out = capsys.readouterr().out
+    assert "[eval]" in out and "on 36 triplets" in out
+    assert "rows skipped: 4 (3 malformed rows, 1 with missing images)" in out
+    saved = json.loads((tmp_path / "ev/eval_train_head.json").read_text())
+    assert saved == json.loads(json.dumps(official)) and saved["init_report"]["unexpected"] == []
+    assert saved["skipped"] == {"malformed rows": 3, "with missing images": 1} and saved["rows_skipped"] == 4
+    assert sum(saved["n_per_type"].values()) == 36 and set(saved["per_type"]) == set(TYPE_INDEX)
+    ours = main(_cfg(world, tmp_path / "ev2", *args, f"pretrained={tmp_path / 'ours.pth'}"))
+    assert ours["triplet_acc"] == official["triplet_acc"] and ours["per_type"] == official["per_type"]
+    # the same number by hand: the official rule d(a,n) > d(a,p) and d(p,n) > d(a,p) on the model's embeddings
+    recs = read_triplets(world / "triplets/train_head.csv", world, "fec", world / "triplets/url_map.csv")
+    tf = eval_transform(64)
+    x = torch.stack([tf(crop_box(Image.open(p).convert("RGB"), b, 0.0)) for r in recs
+                     for p, b in zip(r.paths, r.boxes)])  # (3T, 3, 64, 64)
+    with torch.no_grad():
+        a, p, n = model(x)[1].view(-1, 3, 16).unbind(1)
+    d_ap, d_an, d_pn = F.pairwise_distance(a, p), F.pairwise_distance(a, n), F.pairwise_distance(p, n)
+    assert official["triplet_acc"] == pytest.approx(((d_an > d_ap) & (d_pn > d_ap)).double().mean().item())
+    torch.save({"model": build_mae(name).state_dict()}, tmp_path / "mae.pth")
+    with pytest.raises(ValueError, match="needs a stage-2 checkpoint"):
+        main(_cfg(world, tmp_path / "ev3", *args, f"pretrained={tmp_path / 'mae.pth'}"))
+    with pytest.raises(Exception, match="mode=eval scores a checkpoint"):
+        _cfg(world, tmp_path / "ev4", "mode=eval", "test_csv=null")

@@ -12,9 +12,9 @@ import torch
 from torch import nn
 
 from common.config import ConfigError, load_config
+from common.optim import warm_restarts_lr
 from data.avatars import AvatarBatchSampler, AvatarRigDataset, load_avatars
 from rig2img.config import Rig2ImgConfig
-from rig2img.engine import warm_restarts_lr
 from rig2img.losses import compute_losses
 from rig2img.main import main
 from rig2img.models import RigGenerator, preset

@@ -115,17 +115,59 @@ def test_dataset_items_and_unique_images(fec_dir):
     assert len(calls) == 6
 
 
-def test_raw_fec_of_demo_world_matches_its_simple_csv(tmp_path, capsys):
+@pytest.fixture(scope="module")
+def demo_world(tmp_path_factory):
     from data.demo_world import make_world
 
-    make_world(tmp_path, "tiny", seed=0)
-    simple = read_triplets(tmp_path / "triplets/train.csv", tmp_path)
-    raw = read_triplets(tmp_path / "triplets/fec_train.csv", tmp_path, url_map=tmp_path / "triplets/url_map.csv")
+    root = tmp_path_factory.mktemp("world")
+    return root, make_world(root, "tiny", seed=0)
+
+
+def _key(r):
+    """A triplet as (similar pair, odd one, type), independent of the anchor/positive order."""
+    return frozenset(p.relative_to(p.parents[1]) for p in r.paths[:2]), r.paths[2].relative_to(r.paths[2].parents[1]), \
+        r.type
+
+
+def test_raw_fec_of_demo_world_matches_its_simple_csv(demo_world, capsys):
+    root, _ = demo_world
+    simple = read_triplets(root / "triplets/train.csv", root)
+    raw = read_triplets(root / "triplets/fec_train.csv", root, url_map=root / "triplets/url_map.csv")
     out = capsys.readouterr().out
     assert "fec_train.csv: 300 triplets loaded; skipped 3 malformed rows, 1 with missing images" in out
-    key = lambda r: (frozenset(p.name + p.parent.name for p in r.paths[:2]), r.paths[2].name + r.paths[2].parent.name,
-                     r.type)
-    assert len(raw) == len(simple) and {key(r) for r in raw} == {key(r) for r in simple}
+    assert raw.skipped == {"malformed rows": 3, "with missing images": 1} and simple.skipped == {}
+    assert len(raw) == len(simple) and {_key(r) for r in raw} == {_key(r) for r in simple}
+
+
+# sha1 over "<path> <sha1 of the file>" lines of every file of the tiny world (seed 0) but world.json, as
+# version 2 wrote them (before the validation triplets); the PNGs are 1011 of its 1034 files.
+WORLD_V2_FILES_SHA1 = "34a5698fadbe669c067e52dee9d2938ab9be3792"
+WORLD_V2_TEXT_SHA1 = "def3ceb50477aaeaaa12292d137c282d9f90292b"  # the same over its 23 csv / yaml / json files
+
+
+def test_demo_world_validation_triplets_are_new_held_out_triplets_and_change_no_other_file(demo_world):
+    import hashlib
+
+    root, summary = demo_world
+    new = {"triplets/val.csv", "triplets/fec_val.csv"}
+    files = {str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest()
+             for p in sorted(root.rglob("*")) if p.is_file()}
+    assert new <= set(files) and summary["version"] == 3
+    old = sorted(k for k in files if k not in new and k != "world.json")
+    digest = lambda keys: hashlib.sha1("".join(f"{k} {files[k]}\n" for k in keys).encode()).hexdigest()
+    msg = "a version-2 file changed: validation triplets must use their own random streams (or bump WORLD_VERSION)"
+    assert digest([k for k in old if not k.endswith(".png")]) == WORLD_V2_TEXT_SHA1, msg
+    assert digest(old) == WORLD_V2_FILES_SHA1, msg
+    url_map = root / "triplets/url_map.csv"
+    val = read_triplets(root / "triplets/fec_val.csv", root, url_map=url_map)
+    simple = read_triplets(root / "triplets/val.csv", root)
+    test = read_triplets(root / "triplets/fec_test.csv", root, url_map=url_map)
+    assert val.skipped == {} and len(val) == summary["counts"]["triplets"]["val"]["total"] > 60
+    assert {_key(r) for r in val} == {_key(r) for r in simple}
+    assert not {frozenset(r.paths) for r in val} & {frozenset(r.paths) for r in test}  # no test triplet
+    held_out = (root / "faces/test", root / "triplets/avatar_images/test")
+    assert all(p.is_relative_to(held_out[0]) or p.is_relative_to(held_out[1]) for r in val for p in r.paths)
+    assert {r.type for r in val} == set(TYPE_INDEX)
 
 
 def test_eval_transform_is_deterministic_and_train_augmentation_is_not():

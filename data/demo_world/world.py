@@ -16,18 +16,21 @@ from .avatar_art import render_avatar
 from .avatars import AVATARS, UNIT, au_to_rig, correspondence_json, sample_rig
 from .contact_sheet import make_contact_sheet
 from .expressions import AU_NAMES, EXPRESSION_CLASSES, sample_expression
-from .triplets import URL_FMT, inject_errors, raw_rows, sample_triplets
+from .triplets import URL_FMT, inject_errors, raw_rows, sample_triplets, validation_triplets
 
 PRESETS = {
     "tiny": dict(train_actors=16, test_actors=4, faces_per_train=16, faces_per_test=16, face_size=64,
-                 triplets_train=300, triplets_test=150, avatar_pairs=200,
+                 triplets_train=300, triplets_test=150, triplets_val=90, avatar_pairs=200,
                  avatar_trip_train=60, avatar_trip_test=30, eval_train_actors=4),
     "small": dict(train_actors=200, test_actors=40, faces_per_train=88, faces_per_test=64, face_size=128,
-                  triplets_train=60000, triplets_test=2400, avatar_pairs=4000,
+                  triplets_train=60000, triplets_test=2400, triplets_val=1200, avatar_pairs=4000,
                   avatar_trip_train=1500, avatar_trip_test=300, eval_train_actors=20),
 }
-WORLD_VERSION = 2  # bumped when the same preset and seed give different files (2: 128 px faces, 60k triplets)
+# bumped when the same preset and seed give different files (2: 128 px faces, 60k triplets; 3: adds the
+# validation triplets triplets/val.csv + fec_val.csv, every version-2 file but world.json is unchanged)
+WORLD_VERSION = 3
 K_IDENTITY, K_FACE, K_AVATAR, K_AVTRIP, K_TRIPLET, K_RAW = 1, 2, 3, 4, 5, 6
+K_VAL_TRIPLET, K_VAL_RAW = 7, 8  # streams of their own: the validation triplets leave every other draw as it was
 AVATAR_NAMES = list(AVATARS)
 _HEAD = {"robot": 0.92, "cat": 0.95, "alien": 0.95}  # head half-extent, model units
 _ID_CACHE = {}
@@ -86,6 +89,14 @@ def _csv(path: Path, header, rows):
         if header:
             w.writerow(header)
         w.writerows(rows)
+
+
+def _counts(trips, is_av) -> dict:
+    types = [t[3] for t in trips]
+    out = {t: types.count(t) for t in sorted(set(types))}
+    out["total"] = len(trips)
+    out["with_avatar_images"] = int(sum(any(is_av[i] for i in t[:3]) for t in trips))
+    return out
 
 
 def _f4(v):
@@ -182,12 +193,19 @@ def make_world(out_dir, preset: str = "tiny", seed: int = 0, image_size: int = 6
             rows, rep = inject_errors(rows, miss_url)
             raw_report = {"file": "triplets/fec_train.csv", "rows_0_based": rep,
                           "missing_url": miss_url, "missing_path": "triplets/missing/missing_000000.png",
-                          "note": "triplets/fec_test.csv and the simple CSVs are clean"}
+                          "note": "triplets/fec_test.csv, fec_val.csv and the simple CSVs are clean"}
         _csv(root / f"triplets/fec_{split}.csv", None, rows)
-        types = [t[3] for t in trips]
-        trip_counts[split] = {t: types.count(t) for t in sorted(set(types))}
-        trip_counts[split]["total"] = len(trips)
-        trip_counts[split]["with_avatar_images"] = int(sum(any(is_av[i] for i in t[:3]) for t in trips))
+        trip_counts[split] = _counts(trips, is_av)
+        if split == "test":  # validation: other triplets of the held-out images that the url map names
+            usable = np.array([p in url_map for p in paths])
+            vtrips, n_dup = validation_triplets(np.random.default_rng([seed, K_VAL_TRIPLET]), usable, cls, au, is_av,
+                                                P["triplets_val"], len(EXPRESSION_CLASSES), trips)
+            _csv(root / "triplets/val.csv", ["anchor", "positive", "negative", "type"],
+                 [[paths[a], paths[p], paths[n], t] for a, p, n, t in vtrips])
+            rows, ann_stats["val"] = raw_rows(np.random.default_rng([seed, K_VAL_RAW]), vtrips, paths, bbox, url_map)
+            _csv(root / "triplets/fec_val.csv", None, rows)
+            trip_counts["val"] = {**_counts(vtrips, is_av), "dropped_as_test_triplets": n_dup,
+                                  "source": "held-out actors (the test actors), triplets other than the test ones"}
     url_rows = [[u, p] for p, u in url_map.items()] + [[raw_report["missing_url"], raw_report["missing_path"]]]
     _csv(root / "triplets/url_map.csv", ["url", "path"], url_rows)
     _csv(root / "eval/triplet_images.csv", ["image", "class", "source"] + AU_NAMES,
@@ -208,7 +226,7 @@ def make_world(out_dir, preset: str = "tiny", seed: int = 0, image_size: int = 6
         fec_raw_injected_errors=raw_report,
         paths=dict(faces_train="faces/train", faces_test="faces/test", triplets_train="triplets/train.csv",
                    triplets_test="triplets/test.csv", fec_train="triplets/fec_train.csv",
-                   fec_test="triplets/fec_test.csv",
+                   fec_test="triplets/fec_test.csv", triplets_val="triplets/val.csv", fec_val="triplets/fec_val.csv",
                    url_map="triplets/url_map.csv", triplet_avatar_images="triplets/avatar_images",
                    avatars_root="avatars", eval_test_actors="eval/test_actors.csv", eval_gt_rigs="eval/gt_rigs",
                    eval_train_actors="eval/train_actors.csv", eval_gt_rigs_train="eval/gt_rigs_train",
