@@ -37,7 +37,7 @@ class ExpressionConfig:
     format: str = "auto"  # auto | simple (anchor,positive,negative,type) | fec (raw 28 columns)
     url_map: str | None = None  # `url,path` CSV for raw FEC files
     cache_images: bool = False  # keep decoded images in memory (small datasets)
-    crop_margin: float | None = 0.3  # FEC boxes: square face crop with this margin (as test mode); null = exact box
+    crop_margin: float | None = 0.3  # FEC boxes: square face crop with this margin, as every stage frames faces
     # model
     model: str = "mae_vit_base_patch16"  # a mae_pretrain.MAE_PRESETS name
     pretrained: str | None = None  # stage-1 / MAE / MAE-Face / stage-2 (ours or official) file; null = random init
@@ -66,6 +66,7 @@ class ExpressionConfig:
     weight_decay: float = 5e-5
     layer_decay: float = 1.0  # layer-wise lr decay (1.0 = off; MAE fine-tuning uses 0.65-0.75)
     clip_grad: float | None = None
+    tensorboard: bool = False  # also write TensorBoard event files (<output_dir>/tb)
 
     def __post_init__(self):
         check_choice("mode", self.mode, ["train", "eval"])
@@ -79,8 +80,11 @@ class ExpressionConfig:
             raise ValueError(f"'crop_scale' must be [min, max] with 0 < min <= max <= 1, got {self.crop_scale}")
         if len(self.crop_ratio) != 2 or not 0 < self.crop_ratio[0] <= self.crop_ratio[1]:
             raise ValueError(f"'crop_ratio' must be [min, max] with 0 < min <= max, got {self.crop_ratio}")
-        if self.crop_margin is not None and self.crop_margin < 0:
-            raise ValueError(f"'crop_margin' must be >= 0 or null, got {self.crop_margin}")
+        if self.crop_margin is None:  # once "crop the box exactly": every stage now frames faces as one square
+            raise ValueError("'crop_margin: null' (the exact FEC box) is gone: stage 2 frames faces as every stage "
+                             "does, a square around the box (data.face_track); set a margin (0 = the box's size)")
+        if self.crop_margin < 0:
+            raise ValueError(f"'crop_margin' must be >= 0, got {self.crop_margin}")
         if not 0 < self.layer_decay <= 1:
             raise ValueError(f"'layer_decay' must be in (0, 1], got {self.layer_decay}")
         if self.batch_size < 1 or self.epochs < 1:

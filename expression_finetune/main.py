@@ -108,7 +108,7 @@ def main(cfg: ExpressionConfig) -> dict:
     test_set = read_triplet_set(cfg, cfg.test_csv, model.image_size) if cfg.test_csv else None  # read now: fail fast
     margins = margin_tensor(cfg.margins, info.device)
     ddp = wrap_ddp(model, info)
-    log = MetricsLogger(run_dir, enabled=info.is_main)
+    log = MetricsLogger(run_dir, enabled=info.is_main, tensorboard=cfg.tensorboard)
     lr_at = (lambda e: cosine_lr(e, cfg.epochs, cfg.warmup_epochs, cfg.lr, cfg.min_lr)) \
         if cfg.schedule == "cosine" else (lambda e: cfg.lr)
     t0, val = time.time(), {}

@@ -99,3 +99,15 @@ def test_a_renamed_key_is_refused_with_its_new_name():
     for old, new in (("iters_per_epoch", "steps_per_epoch"), ("grid_images", "grid_samples")):
         with pytest.raises(ConfigError, match=f"'{old}' is now called '{new}'"):
             load_config(MAEPretrainConfig, [f"{old}=3"])
+
+
+def test_crop_margin_null_is_refused_in_stage_2_and_tensorboard_is_a_key_of_every_stage():
+    from emb2rig.config import Emb2RigConfig
+    from expression_finetune.config import ExpressionConfig
+    from mae_pretrain.config import MAEPretrainConfig
+    from rig2img.config import Rig2ImgConfig
+
+    with pytest.raises(ConfigError, match="exact FEC box"):
+        load_config(ExpressionConfig, ["crop_margin=null"])
+    for schema in (MAEPretrainConfig, ExpressionConfig, Rig2ImgConfig, Emb2RigConfig):
+        assert load_config(schema, ["tensorboard=true"]).tensorboard
