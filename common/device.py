@@ -96,6 +96,11 @@ def autocast_dtype(precision: str) -> torch.dtype | None:
     return _DTYPES.get(precision)
 
 
+def at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    """`x` in float32, or float64 when it is float64: losses never compute in bf16/fp16 nor downcast."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 def make_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler:
     """GradScaler that is active only for fp16 (bf16 and fp32 need no loss scaling)."""
     return torch.amp.GradScaler(device.type, enabled=(precision == "fp16"))

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from common.config import check_choice
+from common.device import at_least_fp32
 from common.dist import unwrap
 from emb2rig.discriminator import hinge_d_loss, hinge_g_loss
 from emb2rig.frozen import Frozen
@@ -79,11 +80,11 @@ def perceptual_distance(f_out: torch.Tensor, e_out: torch.Tensor, f_in: torch.Te
     """Mean over samples of the squared difference of the render's and the input's vectors (pooled
     features f (N, D), embeddings e (N, 16)), reduced over the vector per `cfg.emb_reduction`."""
     if cfg.perceptual == "embedding":
-        a, b = e_out.float(), e_in.float()
+        a, b = at_least_fp32(e_out), at_least_fp32(e_in)
     elif cfg.perceptual == "feature":
-        a, b = f_out.float(), f_in.float()
+        a, b = at_least_fp32(f_out), at_least_fp32(f_in)
     else:  # unit_feature
-        a, b = F.normalize(f_out.float(), dim=1), F.normalize(f_in.float(), dim=1)
+        a, b = F.normalize(at_least_fp32(f_out), dim=1), F.normalize(at_least_fp32(f_in), dim=1)
     sq = (a - b) ** 2  # (N, dim)
     return (sq.sum(1) if cfg.emb_reduction == "sum" else sq.mean(1)).mean()
 
@@ -125,7 +126,8 @@ def compute_losses(model: Emb2Rig, frozen: Frozen, batch: dict[str, torch.Tensor
         f_out, e_out = frozen.encode(render, tgt)
         losses["perceptual"] = cfg.weight_perceptual * perceptual_distance(f_out, e_out, rep(feat), rep(emb), cfg)
     if cfg.weight_pixel > 0:
-        l1 = (render[own].float() - rep(img)[own].float()).abs().mean() if own.any() else render.sum() * 0
+        l1 = (at_least_fp32(render[own]) - at_least_fp32(rep(img)[own])).abs().mean() if own.any() \
+            else render.sum() * 0
         losses["pixel"] = cfg.weight_pixel * l1
     if cfg.weight_gan > 0:
         if disc is None:

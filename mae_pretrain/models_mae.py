@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.device import at_least_fp32
+
 from .patch_embed import ConvPatchEmbed, PatchEmbed
 from .pos_embed import get_2d_sincos_pos_embed
 
@@ -279,7 +281,7 @@ class MaskedAutoencoderViT(nn.Module):
 
     def forward_loss(self, imgs: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """MSE over removed patches only: imgs (N, C, H, W), pred (N, L, p*p*C), mask (N, L) 1 = removed."""
-        target = self.patchify(imgs).float()  # (N, L, p*p*C)
+        target = at_least_fp32(self.patchify(imgs))  # (N, L, p*p*C)
         if self.norm_pix_loss:
             mean = target.mean(dim=-1, keepdim=True)
             var = target.var(dim=-1, keepdim=True)  # unbiased, as official

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import torch
 
+from common.device import at_least_fp32
+
 REGION_NORMS = ("image", "box")
 
 
@@ -30,7 +32,7 @@ def compute_losses(pred: torch.Tensor, target: torch.Tensor, region: torch.Tenso
     """
     if region_norm not in REGION_NORMS:
         raise ValueError(f"region_norm must be one of {list(REGION_NORMS)}, got '{region_norm}'")
-    diff = (pred.float() - target.float()).abs()  # (B, 3, H, W)
+    diff = (at_least_fp32(pred) - at_least_fp32(target)).abs()  # (B, 3, H, W)
     l1 = diff.mean()
     in_box = region.expand_as(diff)
     in_sum = (diff * in_box).sum()
@@ -43,7 +45,7 @@ def compute_losses(pred: torch.Tensor, target: torch.Tensor, region: torch.Tenso
 @torch.no_grad()
 def per_image_metrics(pred: torch.Tensor, target: torch.Tensor, region: torch.Tensor) -> dict[str, torch.Tensor]:
     """Per-sample evaluation metrics, each (B,): 'l1', 'region_l1', 'psnr' (dB, peak 1.0)."""
-    diff = (pred.float() - target.float()).abs()
+    diff = (at_least_fp32(pred) - at_least_fp32(target)).abs()
     in_box = region.expand_as(diff)
     mse = diff.pow(2).flatten(1).mean(1)
     return {"l1": diff.flatten(1).mean(1),
