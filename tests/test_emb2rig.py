@@ -189,14 +189,12 @@ def test_configs_load_and_test_mode_needs_pretrained():
         load_config(Emb2RigConfig, ["mode=test"])
 
 
-def test_tiny_run_trains_resumes_and_loads(tmp_path, monkeypatch):
-    from data.demo_world import make_world
+def stand_in_networks(world, monkeypatch):
+    """The tiny world's avatars and stand-in encoder / 64 px renderer, which emb2rig.main then loads
+    (patched `load_frozen`); returns (avatars, names, controls, encoder, renderer)."""
+    from data.avatars import load_avatars
     from emb2rig import main as main_mod
 
-    world = tmp_path / "world"
-    make_world(world, preset="tiny", seed=0)
-    (world / "eval").rename(tmp_path / "eval_hidden")  # training must not need eval/
-    from data.avatars import load_avatars
     avs = load_avatars(world / "avatars")
     names, controls = [a.name for a in avs], [a.controls for a in avs]
     torch.manual_seed(0)
@@ -207,6 +205,17 @@ def test_tiny_run_trains_resumes_and_loads(tmp_path, monkeypatch):
     renderer.requires_grad_(False)
     encoder = StandInEncoder()
     monkeypatch.setattr(main_mod, "load_frozen", lambda e, r, n, c, d, *crop: Frozen(encoder, renderer, n, c, *crop))
+    return avs, names, controls, encoder, renderer
+
+
+def test_tiny_run_trains_resumes_and_loads(tmp_path, monkeypatch):
+    from data.demo_world import make_world
+    from emb2rig import main as main_mod
+
+    world = tmp_path / "world"
+    make_world(world, preset="tiny", seed=0)
+    (world / "eval").rename(tmp_path / "eval_hidden")  # training must not need eval/
+    avs, names, controls, encoder, renderer = stand_in_networks(world, monkeypatch)
     args = ["configs/demo/emb2rig.yaml", f"output_dir={tmp_path / 'run'}", f"data_root={world}", "epochs=2",
             "steps_per_epoch=3", "batch_size=16", "model.width=32", "loss.weight_gan=0.1", "disc.channels=8"]
     cfg = load_config(Emb2RigCommand, args)

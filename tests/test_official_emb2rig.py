@@ -22,7 +22,7 @@ from emb2rig.engine import schedule_lr, warmup_steps
 from emb2rig.losses import LossConfig, compute_losses, perceptual_distance
 from emb2rig.models import DecoderConfig, build_model
 from emb2rig.official import load_official_decoder, load_pretrained, official_key_map
-from tests.test_emb2rig import StandInEncoder, StandInRenderer, setup
+from tests.test_emb2rig import setup
 
 PAPER, DEMO = "configs/configs_emb2rig_multi.yaml", "configs/demo/emb2rig.yaml"
 Y, T = "configs_emb2rig_multi.yaml", "train_emb2rig_multichar.py"  # the official files
@@ -243,20 +243,10 @@ def world(tmp_path_factory):
 
 
 def _run(world: Path, out: Path, monkeypatch, *extra: str):
-    from data.avatars import load_avatars
     from emb2rig import main as main_mod
-    from emb2rig.frozen import Frozen
+    from tests.test_emb2rig import stand_in_networks
 
-    avs = load_avatars(world / "avatars")
-    names, controls = [a.name for a in avs], [a.controls for a in avs]
-    torch.manual_seed(0)
-    renderer = StandInRenderer(names, controls)
-    renderer.image_size = 64
-    renderer.nets = nn.ModuleDict({n: nn.Linear(len(c), 3 * 64 * 64) for n, c in zip(names, controls)})
-    renderer.render = lambda rig, name: torch.sigmoid(renderer.nets[name](rig)).view(-1, 3, 64, 64)
-    renderer.requires_grad_(False)
-    encoder = StandInEncoder()
-    monkeypatch.setattr(main_mod, "load_frozen", lambda e, r, n, c, d, *crop: Frozen(encoder, renderer, n, c, *crop))
+    stand_in_networks(world, monkeypatch)
     args = [PAPER, f"output_dir={out}", f"data_root={world}", "epochs=3", "steps_per_epoch=3", "batch_size=8",
             "model.width=32", "val_samples=16", "restart_period=2", "precision=fp32", "num_workers=0",
             *extra]
