@@ -111,3 +111,19 @@ def test_crop_margin_null_is_refused_in_stage_2_and_tensorboard_is_a_key_of_ever
         load_config(ExpressionConfig, ["crop_margin=null"])
     for schema in (MAEPretrainConfig, ExpressionConfig, Rig2ImgConfig, Emb2RigConfig):
         assert load_config(schema, ["tensorboard=true"]).tensorboard
+
+
+def test_the_four_paper_configs_chain_stage_to_stage():
+    """Each stage's default input is the previous stage's default output."""
+    from animate.config import Emb2RigCommand
+    from expression_finetune.config import ExpressionConfig
+    from mae_pretrain.config import MAEPretrainConfig
+    from rig2img.config import Rig2ImgConfig
+
+    mae = load_config(MAEPretrainConfig, ["configs/mae_pretrain.yaml"])
+    exp = load_config(ExpressionConfig, ["configs/mae_train_expemb.yaml"])
+    r2i = load_config(Rig2ImgConfig, ["configs/configs_rig2img.yaml"])
+    e2r = load_config(Emb2RigCommand, ["configs/configs_emb2rig_multi.yaml"])
+    assert exp.pretrained == f"{mae.output_dir}/checkpoint-last.pth"
+    assert e2r.encoder == f"{exp.output_dir}/checkpoint-best.pth"
+    assert e2r.renderer == f"{r2i.output_dir}/checkpoint-best.pth"
