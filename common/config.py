@@ -56,7 +56,8 @@ def _nested_keys(d: dict, prefix: str = "") -> list[str]:
 
 
 def renamed_keys(schema: type, prefix: str = "") -> dict[str, str]:
-    """Old dotted key -> new name, from each (nested) schema's `RENAMED` class attribute."""
+    """Old dotted key -> new name (optionally followed by ' (a note)'), from each (nested) schema's
+    `RENAMED` class attribute."""
     out = {prefix + old: prefix + new for old, new in getattr(schema, "RENAMED", {}).items()}
     hints = typing.get_type_hints(schema)
     for f in dataclasses.fields(schema):
@@ -74,7 +75,9 @@ def _check_known(schema: type, keys: Sequence[str], source: str) -> None:
         if key in valid or any(key.startswith(f + ".") for f in free):
             continue
         if key in renamed:
-            raise ConfigError(f"{source}: config key '{key}' is now called '{renamed[key]}'; rename it")
+            new, _, note = renamed[key].partition(" (")
+            raise ConfigError(f"{source}: config key '{key}' is now called '{new}'; rename it"
+                              + (f" ({note}" if note else ""))
         close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
         hint = f" Did you mean '{close[0]}'?" if close else ""
         top = ", ".join(k for k in valid if "." not in k)

@@ -55,7 +55,8 @@ class Emb2RigConfig:
             computed from the step number alone, so a resumed run continues exactly.
         tensorboard: also write TensorBoard event files into the run folder.
     """
-    RENAMED = {"warmup_steps": "warmup_epochs"}  # old names, refused with the new one (common.config)
+    # old names, refused with the new one (common.config); a note after the name goes into the message
+    RENAMED = {"warmup_steps": "warmup_epochs (in epochs now: warm-up steps / steps per epoch)"}
     output_dir: str = "outputs/emb2rig"
     pretrained: str = ""
     encoder: str = "outputs/expression/checkpoint-best.pth"

@@ -38,7 +38,8 @@ PERCEPTUAL = ("embedding", "feature", "unit_feature")
 
 @dataclass
 class LossConfig:
-    """Loss weights and the perceptual distance (defaults: the official values, `configs/configs_emb2rig_multi.yaml`).
+    """Loss weights and the perceptual distance (the weights default to the official values; `perceptual`
+    defaults to 'embedding' (ours), the paper config sets the official 'unit_feature').
 
     Args:
         weight_perceptual / weight_rig / weight_pixel / weight_gan: term scales (0 removes a term);

@@ -112,5 +112,6 @@ def load_pretrained(model: Emb2Rig, path: str | Path) -> None:
     r = load_official_decoder(model, sd)
     print(f"[emb2rig] {path}: official decoder, {len(r['loaded'])} tensors loaded; official only: "
           f"{r['official_only']}; ours left as built: {r['not_in_official']}; identity columns {r['id_columns']}"
-          + ("; the mean-rig prior is on (model.mean_prior=false reproduces the official outputs)"
-             if r["prior_nonzero"] else ""))
+          + ("; the mean-rig prior is on (model.mean_prior=false removes it)" if r["prior_nonzero"] else "")
+          + ". Not the official outputs: its identity table has no counterpart here (the identity MLP starts at "
+            "its init), and it was trained on the pooled feature before fc_norm, ours feeds the one after it")

@@ -17,7 +17,7 @@ from PIL import Image
 from torch import nn
 
 from common.checkpoint import clean_state_dict, load_checkpoint
-from expression_finetune.models import ExpressionViT, build_expression_vit
+from expression_finetune.models import ExpressionViT, build_expression_vit, load_official_stage2, official_stage2_keys
 from expression_finetune.transforms import eval_transform, preprocess_tensor
 
 
@@ -65,10 +65,17 @@ class ExpressionEncoder(nn.Module):
 def load_encoder(path: str | Path, map_location: str | torch.device = "cpu") -> ExpressionEncoder:
     """Load a stage-2 checkpoint (`checkpoint-best.pth` / `-last.pth` of `python train.py`).
 
-    The architecture is rebuilt from the config stored in the checkpoint (`model`, `emb_dim`).
+    The architecture is rebuilt from the config stored in the checkpoint (`model`, `emb_dim`). An official
+    FreeAvatar stage-2 file (a raw ViT-B/16 state dict under `main.`, e.g. `epoch_90_acc_0.8736.pth`) loads
+    too (`load_official_stage2`); its face-crop margin is unknown (None).
     """
     ck = load_checkpoint(path, map_location)
     cfg = ck.get("config")
+    if (not isinstance(cfg, dict) or "model" not in cfg) and official_stage2_keys(ck) is not None:
+        model, report = load_official_stage2(ck)
+        if report["missing"] or report["unexpected"]:
+            raise ValueError(f"{path}: an official stage-2 file that does not fit ViT-B/16: {report}")
+        return ExpressionEncoder(model, None).to(map_location)
     if not isinstance(cfg, dict) or "model" not in cfg:
         raise ValueError(f"{path}: not a stage-2 checkpoint (no 'config' with the model preset); "
                          "pass the checkpoint-best.pth written by `python train.py`")

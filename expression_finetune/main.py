@@ -100,7 +100,7 @@ def main(cfg: ExpressionConfig) -> dict:
         start, best, init_report = ck["epoch"] + 1, ck["best"], ck["init_report"]
         set_rng_state(ck["rng"])
         print(f"[train] resumed from {resume} at epoch {start}")
-    if start >= cfg.epochs:
+    if start >= cfg.epochs and (Path(run_dir) / "summary.json").is_file():
         print(f"[train] already complete ({cfg.epochs} epochs) in {run_dir}")
         return {}
     loader, sampler = build_train_loader(cfg, info, model.image_size)
@@ -130,6 +130,10 @@ def main(cfg: ExpressionConfig) -> dict:
                                           "best_metric": best["acc"], "init_report": init_report,
                                           "config": to_dict(cfg), "rng": rng_state()}, is_best)
     train_wall_s = round(time.time() - t0, 1)
+    if not val:  # trained to the end earlier, stopped before its summary: score the last weights again
+        val = evaluate(model, val_set.images, val_set.index, val_set.types, margins, info,
+                       num_workers=cfg.num_workers, precision=cfg.precision, distance=cfg.distance)
+    log.close()
     test = None
     if test_set is not None:  # the one test score: checkpoint-best.pth (chosen on val_csv)
         barrier()  # rank 0 has written checkpoint-best.pth

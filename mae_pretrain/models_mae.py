@@ -286,7 +286,7 @@ class MaskedAutoencoderViT(nn.Module):
             mean = target.mean(dim=-1, keepdim=True)
             var = target.var(dim=-1, keepdim=True)  # unbiased, as official
             target = (target - mean) / (var + 1.0e-6) ** 0.5
-        dtype = torch.promote_types(pred.dtype, torch.float32)  # at least fp32; float64 stays float64
+        dtype = torch.promote_types(torch.promote_types(pred.dtype, target.dtype), torch.float32)  # never down
         loss = (pred.to(dtype) - target.to(dtype)).pow(2).mean(dim=-1)  # (N, L) per-patch MSE
         mask = mask.to(dtype)
         return (loss * mask).sum() / mask.sum()

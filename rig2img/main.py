@@ -106,6 +106,7 @@ def main(cfg: Rig2ImgConfig) -> dict:
                "best_mean_psnr": best, "train_time_s": round(train_s, 1),
                "train_cpu_s": round(cpu_s, 1), "final": val,
                "avatars": [a.name for a in avatars], "checkpoint": str(run_dir / "checkpoint-best.pth")}
+    log.close()
     if info.is_main:
         write_json(run_dir / "summary.json", summary)
     cleanup()

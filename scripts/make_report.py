@@ -60,11 +60,11 @@ def collect(out: Path) -> tuple[dict, dict[str, Path]]:
         title = "MAE reconstructions (original / masked / reconstruction), last epoch"
         pics[title] = last_png(out / "mae", "recon_epoch*.png")
     if s := load(out / "expression" / "summary.json"):
-        t = s.get("test") or s  # test triplets, scored once with the checkpoint chosen on validation
+        t = s.get("test") or {"triplet_acc": None, "per_type": {}}  # scored once, best checkpoint on validation
         rep["expression"] = {"triplet_acc": t["triplet_acc"], "per_type": t["per_type"],
                              "val_triplet_acc": s["best_triplet_acc"], "best_epoch": s["best_epoch"]}
         if sc := load(out / "expression_scratch" / "summary.json"):
-            tc = sc.get("test") or sc
+            tc = sc.get("test") or {"triplet_acc": None, "per_type": {}}
             rep["expression"].update(triplet_acc_scratch=tc["triplet_acc"], per_type_scratch=tc["per_type"])
         title = "Expression embedding of held-out actors (PCA, coloured by dominant AU)"
         pics[title] = out / "embeddings" / "test_actors.png"

@@ -127,3 +127,6 @@ def test_the_four_paper_configs_chain_stage_to_stage():
     assert exp.pretrained == f"{mae.output_dir}/checkpoint-last.pth"
     assert e2r.encoder == f"{exp.output_dir}/checkpoint-best.pth"
     assert e2r.renderer == f"{r2i.output_dir}/checkpoint-best.pth"
+    assert r2i.data_root == f"{e2r.data_root}/{e2r.avatars_root}"  # the same avatars in 3a and 3b
+    assert mae.train_roots == [f"{e2r.data_root}/{f}" for f in e2r.faces]  # the same unlabeled faces in 1 and 3b
+    assert mae.crop_margin == exp.crop_margin == e2r.crop_margin  # one face framing

@@ -172,5 +172,7 @@ def test_paper_stage1_config_is_the_official_mae_recipe():
     assert {k: getattr(cfg, k) for k in MAE_RECIPE} == MAE_RECIPE
     assert cfg.batch_size * cfg.accum_iter * 8 == 4096  # the MAE effective batch on 8 GPUs
     lines = [ln for ln in (ROOT / "configs/mae_pretrain.yaml").read_text().splitlines()
-             if ln and not ln.startswith((" ", "#")) and ln.split(":")[0] in MAE_RECIPE]
-    assert all("(MAE" in ln or "(paper" in ln for ln in lines), [ln for ln in lines if "(MAE" not in ln]
+             if ln and not ln.startswith((" ", "#"))]
+    recipe = [ln for ln in lines if ln.split(":")[0] in MAE_RECIPE]
+    assert all("(MAE" in ln or "(paper" in ln for ln in recipe), [ln for ln in recipe if "(MAE" not in ln]
+    assert all("# (" in ln for ln in lines), [ln for ln in lines if "# (" not in ln]  # every value: a source

@@ -186,3 +186,15 @@ def test_accuracy_rule_is_the_official_one():
     assert torch.equal(triplet_correct(emb), official)
     swapped = emb[:, [0, 2, 1]]  # the annotated pair is now (a, n): correct exactly where a-n was closest
     assert torch.equal(triplet_correct(swapped), ((d1 - d2) > 0) & ((d3 - d2) > 0))
+
+
+def test_load_encoder_takes_the_official_stage2_file(tmp_path):
+    """Later stages and animate load encoders with `load_encoder`: the official file works there too."""
+    from expression_finetune import load_encoder
+
+    sd = _official_vit_b_state("module.main.")
+    torch.save(sd, tmp_path / "epoch_90_acc_0.8736.pth")
+    enc = load_encoder(tmp_path / "epoch_90_acc_0.8736.pth")
+    assert enc.crop_margin is None and enc.feature_dim == 768 and enc.image_size == 224
+    assert torch.equal(enc.model.head.weight, sd["module.main.head.weight"])
+    assert not any(p.requires_grad for p in enc.parameters())
