@@ -333,3 +333,15 @@ def test_eval_mode_scores_our_and_official_checkpoints_and_counts_skipped_rows(w
         main(_cfg(world, tmp_path / "ev3", *args, f"pretrained={tmp_path / 'mae.pth'}"))
     with pytest.raises(Exception, match="mode=eval scores a checkpoint"):
         _cfg(world, tmp_path / "ev4", "mode=eval", "test_csv=null")
+
+
+def test_a_run_stopped_after_its_last_epoch_still_gets_its_summary_and_test_score(world, tmp_path):
+    from expression_finetune.main import main
+
+    first = main(_cfg(world, tmp_path / "r", "epochs=1"))
+    (tmp_path / "r" / "summary.json").unlink()  # as if stopped after the last checkpoint, before the summary
+    again = main(_cfg(world, tmp_path / "r", "epochs=1"))
+    assert again["test"]["triplet_acc"] == first["test"]["triplet_acc"] and again["best_epoch"] == 0
+    assert again["triplet_acc"] == first["triplet_acc"]  # the last weights, scored again on val
+    assert (tmp_path / "r" / "summary.json").is_file()
+    assert main(_cfg(world, tmp_path / "r", "epochs=1")) == {}  # now complete
