@@ -7,6 +7,7 @@ when the validation metric improves). A checkpoint is a plain dict, e.g.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import random
 import shutil
@@ -54,6 +55,23 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # corrupt file, or pickled objects outside the allow-list
         raise RuntimeError(f"cannot read checkpoint '{path}': {e}") from e
+
+
+def stop_if_diverged(run_dir: str | Path, epoch: int, model: torch.nn.Module, metrics: Mapping[str, Any]) -> None:
+    """Stop a run whose held-out metrics or weights went non-finite, before it saves anything, so
+    `checkpoint-last.pth` and `checkpoint-best.pth` keep the last finite epoch. Call it on every rank
+    (they all hold the same reduced metrics and synchronised weights) just before saving.
+
+    Raises:
+        FloatingPointError: naming the epoch, what is non-finite and what to do.
+    """
+    bad = [k for k, v in metrics.items() if isinstance(v, (int, float)) and not math.isfinite(v)]
+    tensors = [*model.named_parameters(), *model.named_buffers()]
+    bad += [f"weights ({n})" for n, t in tensors if t.is_floating_point() and not torch.isfinite(t).all()][:3]
+    if bad:
+        raise FloatingPointError(f"epoch {epoch}: non-finite {', '.join(bad)}; stopping without saving, so "
+                                 f"{Path(run_dir) / LAST} and {BEST} keep the last finite epoch. Lower the learning "
+                                 f"rate or use precision=fp32, then rerun (it resumes from the last finite epoch)")
 
 
 def save_training_state(run_dir: str | Path, state: Mapping[str, Any], is_best: bool = False) -> None:

@@ -20,7 +20,14 @@ import torch
 from torch.utils.data import DataLoader
 from torchvision.utils import save_image
 
-from common.checkpoint import find_resume, load_checkpoint, rng_state, save_training_state, set_rng_state
+from common.checkpoint import (
+    find_resume,
+    load_checkpoint,
+    rng_state,
+    save_training_state,
+    set_rng_state,
+    stop_if_diverged,
+)
 from common.config import to_dict
 from common.device import make_scaler, seed_everything
 from common.dist import cleanup, init_distributed, make_sampler, unwrap, wrap_ddp
@@ -132,6 +139,7 @@ def main(cfg: Emb2RigConfig) -> dict | None:
                                 epoch, step, lr_at, cfg, info)
         step += per_epoch
         stats.update(evaluate(model_ddp, disc_ddp, frozen, val_loader, cfg, info))
+        stop_if_diverged(run_dir, epoch, unwrap(model), {"val/total": stats["val/total"]})
         is_best = stats["val/total"] < best
         best = min(best, stats["val/total"])
         log.write({"epoch": epoch, "step": step, **stats})

@@ -17,7 +17,15 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from common.checkpoint import BEST, find_resume, load_checkpoint, rng_state, save_training_state, set_rng_state
+from common.checkpoint import (
+    BEST,
+    find_resume,
+    load_checkpoint,
+    rng_state,
+    save_training_state,
+    set_rng_state,
+    stop_if_diverged,
+)
 from common.config import to_dict
 from common.device import make_scaler, seed_everything, seed_worker
 from common.dist import DistInfo, barrier, cleanup, init_distributed, make_sampler, unwrap, wrap_ddp
@@ -118,6 +126,7 @@ def main(cfg: ExpressionConfig) -> dict:
                                 cfg.clip_grad, cfg.steps_per_epoch, cfg.distance)
         val = evaluate(model, val_set.images, val_set.index, val_set.types, margins, info,
                        num_workers=cfg.num_workers, precision=cfg.precision, distance=cfg.distance)
+        stop_if_diverged(run_dir, epoch, unwrap(ddp), {"val/loss": val["val/loss"]})
         is_best = val["val/acc"] > best["acc"]
         if is_best:
             best = {"acc": val["val/acc"], "epoch": epoch, "per_type": val["per_type"]}

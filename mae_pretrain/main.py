@@ -13,7 +13,14 @@ from pathlib import Path
 
 import torch
 
-from common.checkpoint import find_resume, load_checkpoint, rng_state, save_training_state, set_rng_state
+from common.checkpoint import (
+    find_resume,
+    load_checkpoint,
+    rng_state,
+    save_training_state,
+    set_rng_state,
+    stop_if_diverged,
+)
 from common.config import to_dict
 from common.device import check_precision, make_scaler, seed_everything
 from common.dist import barrier, cleanup, init_distributed, unwrap, wrap_ddp
@@ -106,6 +113,7 @@ def main(cfg: MAEPretrainConfig) -> dict:
         last = {"epoch": epoch + 1, **{f"train/{k}": v for k, v in stats.items()}, **val_stats}
         log.write(last)
         metric = val_stats.get("heldout_loss", stats["train_loss"])
+        stop_if_diverged(run_dir, epoch + 1, unwrap(model), {"heldout_loss" if val_stats else "train_loss": metric})
         is_best = state["best_metric"] is None or metric < state["best_metric"]
         state.update(epoch=epoch + 1, best_metric=metric if is_best else state["best_metric"],
                      train_minutes=state["train_minutes"] + (time.perf_counter() - t0) / 60)

@@ -14,7 +14,14 @@ import time
 import torch
 from torch.utils.data import DataLoader
 
-from common.checkpoint import find_resume, load_checkpoint, rng_state, save_training_state, set_rng_state
+from common.checkpoint import (
+    find_resume,
+    load_checkpoint,
+    rng_state,
+    save_training_state,
+    set_rng_state,
+    stop_if_diverged,
+)
 from common.config import to_dict
 from common.device import make_scaler, seed_everything, seed_worker
 from common.dist import barrier, cleanup, init_distributed, make_sampler, unwrap, wrap_ddp
@@ -90,6 +97,7 @@ def main(cfg: Rig2ImgConfig) -> dict:
                 save_grid(model, val_ds, run_dir / f"grid_epoch{epoch:03d}.png", cfg.grid_samples, cfg.precision,
                           info.device)
         train_s, cpu_s = train_s + time.time() - t0, cpu_s + time.process_time() - c0
+        stop_if_diverged(run_dir, epoch, unwrap(model), {k: v for k, v in {**stats, **val}.items() if "loss" in k})
         if info.is_main:
             times = {"train_time_s": round(train_s, 1), "train_cpu_s": round(cpu_s, 1)}
             log.write({"epoch": epoch, **stats, **val, **times})

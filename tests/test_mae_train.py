@@ -176,3 +176,39 @@ def test_paper_stage1_config_is_the_official_mae_recipe():
     recipe = [ln for ln in lines if ln.split(":")[0] in MAE_RECIPE]
     assert all("(MAE" in ln or "(paper" in ln for ln in recipe), [ln for ln in recipe if "(MAE" not in ln]
     assert all("# (" in ln for ln in lines), [ln for ln in lines if "# (" not in ln]  # every value: a source
+
+
+def test_a_diverging_run_stops_with_its_message_and_keeps_checkpoint_best(faces, tmp_path, monkeypatch):
+    """The last step of an epoch leaves non-finite weights behind (its own loss was still finite, so the
+    training-loss check cannot see it): the held-out loss is NaN and the run stops before saving."""
+    import mae_pretrain.main as mae_main
+
+    main(_cfg(faces, tmp_path / "run", "epochs=1"))
+    best = (tmp_path / "run" / "checkpoint-best.pth").read_bytes()
+    last = (tmp_path / "run" / "checkpoint-last.pth").read_bytes()
+    real = mae_main.train_one_epoch
+
+    def diverging(model, *args, **kwargs):
+        stats = real(model, *args, **kwargs)
+        with torch.no_grad():
+            next(model.parameters()).fill_(float("nan"))
+        return stats
+
+    monkeypatch.setattr(mae_main, "train_one_epoch", diverging)
+    with pytest.raises(FloatingPointError, match="epoch 2: non-finite heldout_loss, weights"):
+        main(_cfg(faces, tmp_path / "run", "epochs=2"))
+    assert (tmp_path / "run" / "checkpoint-best.pth").read_bytes() == best
+    assert (tmp_path / "run" / "checkpoint-last.pth").read_bytes() == last
+
+
+def test_stop_if_diverged_names_what_went_non_finite(tmp_path):
+    from common.checkpoint import stop_if_diverged
+
+    net = torch.nn.Linear(2, 2)
+    stop_if_diverged(tmp_path, 3, net, {"heldout_loss": 0.5, "note": "text"})  # finite: nothing happens
+    with pytest.raises(FloatingPointError, match=r"epoch 3: non-finite heldout_loss; stopping without saving"):
+        stop_if_diverged(tmp_path, 3, net, {"heldout_loss": float("nan")})
+    with torch.no_grad():
+        net.bias[0] = float("inf")
+    with pytest.raises(FloatingPointError, match=r"non-finite weights \(bias\)"):
+        stop_if_diverged(tmp_path, 3, net, {"heldout_loss": 0.5})
