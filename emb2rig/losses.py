@@ -142,16 +142,19 @@ def compute_losses(model: Emb2Rig, frozen: Frozen, batch: dict[str, torch.Tensor
 
 
 def discriminator_loss(disc: nn.Module, frozen: Frozen, batch: dict[str, torch.Tensor],
-                       fake: torch.Tensor) -> torch.Tensor | None:
+                       fake: torch.Tensor, empty_zero: bool = False) -> torch.Tensor | None:
     """Hinge loss of the discriminator: renders at known avatar rigs (real) vs at decoded rigs (fake).
 
     Args:
         fake: (N, 3, S, S) renders of decoded rigs (detached here).
-    Returns: the loss, or None when the batch holds no avatar render.
+        empty_zero: for a batch without avatar renders, return a zero that still runs `disc` on `fake`, so that
+            its backward gives every discriminator parameter a zero gradient (a DDP rank then joins the
+            gradient all-reduce of the ranks that have renders).
+    Returns: the loss; for a batch without avatar renders None, or that zero with `empty_zero`.
     """
     has_rig = batch["source"] >= 0
     if not has_rig.any():
-        return None
+        return sum(o.sum() for o in disc(fake.detach())) * 0.0 if empty_zero else None
     with torch.no_grad():
         real = frozen.render(batch["rig"][has_rig], batch["source"][has_rig])  # (n, 3, S, S)
     return hinge_d_loss(disc(real), disc(fake.detach()))
