@@ -2,7 +2,8 @@
 
     avatars = load_avatars("outputs/demo/world/avatars")        # every avatar folder, sorted
     ds = AvatarRigDataset(avatars, image_size=64, split="train", val_fraction=0.1)
-    batch = ds.__getitems__([0, 1, 2])  # {'rig', 'mask': (3, max_n), 'avatar': (3,), 'image': uint8 (3, 3, H, W)}
+    batch = ds.__getitems__([0, 1, 2])  # {'rig', 'mask': (3, max_n), 'avatar', 'skipped': (3,),
+                                        #  'image': uint8 (3, 3, H, W)}
 
 `rigs.csv` has the header `image,<control_1>,...,<control_n>` (image paths relative to the
 avatar folder, values in [0, 1]); `avatar.yaml` holds `display_name`, optionally `controls`
@@ -13,9 +14,14 @@ without it the whole render is the face crop). Every error names the file.
 
 The held-out split is deterministic and independent of row order: a row is held out when a
 stable hash (CRC32) of its image path falls below `val_fraction`.
+
+A row whose image cannot be decoded takes the rig and image of the next readable row of the same
+avatar (same split), is flagged in `skipped` (its batches carry the flag, the engine counts it) and
+its file is listed in `unreadable`.
 """
 from __future__ import annotations
 
+import bisect
 import csv
 import zlib
 from dataclasses import dataclass, field
@@ -27,7 +33,7 @@ from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
 from common.config import read_yaml_mapping
-from data.images import load_rgb
+from data.images import UnreadableImageError, load_rgb, main_process
 
 RIGS_FILE, AVATAR_FILE = "rigs.csv", "avatar.yaml"
 
@@ -157,6 +163,7 @@ class AvatarRigDataset(Dataset):
 
     Rigs of different sizes are padded with zeros to the largest avatar's size; `mask` marks the
     real entries. Use `__getitems__` (the DataLoader calls it) to fetch stacked batches.
+    An unreadable image's row repeats the next readable row of its avatar, flagged in `skipped` (N,).
 
     Args:
         avatars: from `load_avatars`.
@@ -170,22 +177,47 @@ class AvatarRigDataset(Dataset):
             raise ValueError(f"split must be 'train', 'val' or 'all', got '{split}'")
         self.avatars, self.image_size = avatars, image_size
         self.max_controls = max(len(a.controls) for a in avatars)
-        rigs, avatar_idx, images = [], [], []
+        rigs, avatar_idx, images, self.unreadable = [], [], [], []
         for k, a in enumerate(avatars):
             for path, rig in zip(a.images, a.rigs):
                 held = is_held_out(path.relative_to(a.root).as_posix(), val_fraction)
                 if split == "all" or held == (split == "val"):
                     rigs.append(np.pad(rig, (0, self.max_controls - len(rig))))
                     avatar_idx.append(k)
-                    images.append(self._decode(path))
+                    try:
+                        images.append(self._decode(path))
+                    except UnreadableImageError:
+                        images.append(None)
+                        self.unreadable.append(str(path))
         if not rigs:
             raise ValueError(f"split '{split}' is empty (val_fraction={val_fraction}); use more rows "
                              f"or a different val_fraction")
+        self.skipped = torch.tensor([im is None for im in images])  # (N,) bool
+        if self.unreadable:
+            self._replace_unreadable(rigs, avatar_idx, images, split)
         self.rig = torch.from_numpy(np.stack(rigs))  # (N, max_n)
         self.avatar = torch.tensor(avatar_idx, dtype=torch.long)  # (N,)
         n_ctrl = torch.tensor([len(a.controls) for a in avatars])
         self.mask = (torch.arange(self.max_controls)[None] < n_ctrl[self.avatar][:, None]).float()  # (N, max_n)
         self.image = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()  # (N, 3, H, W) uint8
+
+    def _replace_unreadable(self, rigs: list, avatar_idx: list[int], images: list, split: str) -> None:
+        """Give each unreadable row (image None) the rig and image of the next readable row of its avatar."""
+        for k, a in enumerate(self.avatars):
+            rows = [j for j, v in enumerate(avatar_idx) if v == k]
+            good = [j for j in rows if images[j] is not None]
+            if rows and not good:
+                raise RuntimeError(f"none of the {len(rows)} images of avatar '{a.name}' ({split} rows) under {a.root} "
+                                   "can be read (corrupt or not images); fix or re-render them")
+            for j in rows:
+                if images[j] is None:  # the first readable row after j, wrapping around
+                    src = good[bisect.bisect(good, j) % len(good)]
+                    rigs[j], images[j] = rigs[src], images[src]
+        share = len(self.unreadable) / len(images)
+        if main_process():
+            print(f"[data] {len(self.unreadable)} of {len(images)} avatar images ({share:.2%}, {split} rows) could "
+                  f"not be read (corrupt image); each row repeats the next readable row of its avatar: "
+                  f"{', '.join(self.unreadable[:3])}{' ...' if len(self.unreadable) > 3 else ''}", flush=True)
 
     def _decode(self, path: Path) -> np.ndarray:
         img = load_rgb(path)
@@ -198,7 +230,8 @@ class AvatarRigDataset(Dataset):
 
     def __getitems__(self, idx: list[int]) -> dict[str, torch.Tensor]:
         i = torch.as_tensor(idx, dtype=torch.long)
-        return {"rig": self.rig[i], "mask": self.mask[i], "avatar": self.avatar[i], "image": self.image[i]}
+        return {"rig": self.rig[i], "mask": self.mask[i], "avatar": self.avatar[i], "image": self.image[i],
+                "skipped": self.skipped[i]}
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         return {k: v[0] for k, v in self.__getitems__([i]).items()}

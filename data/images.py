@@ -2,17 +2,22 @@
 
     ds = ImageFolderDataset("demo_data/faces/train", transform=eval_transform(64))
     x = ds[0]                     # (3, 64, 64) float tensor, face-normalised
+    img, bad = ds.load(0)         # PIL image; bad = '' or the path of file 0 when it could not be read
 
-Unreadable images are skipped (the dataset returns the next readable one) and counted in
-`ds.skipped`, never silently.
+Unreadable images are skipped, never silently: a dataset returns the next readable item in its
+place (so batches keep their shape and clean data is read exactly as before) and flags the sample
+with the unreadable path. The flag travels with the batch, also out of DataLoader worker processes,
+so each engine counts the skips of an epoch (`train/skipped_*`) and `report_unreadable` prints them.
 """
 from __future__ import annotations
 
-import threading
+import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import torch
+import torch.distributed as dist
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 from torchvision import transforms as T
@@ -23,6 +28,16 @@ IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 # Face-image statistics used by MAE-Face and FreeAvatar (RGB, [0,1] scale).
 FACE_MEAN = (0.49895, 0.41044, 0.36561)
 FACE_STD = (0.29708, 0.26990, 0.26526)
+WARN_SHARE = 0.01  # an epoch in which more than this share of the samples was unreadable gets a WARNING
+T_ = TypeVar("T_")
+
+
+class UnreadableImageError(OSError):
+    """An image file that cannot be opened or decoded; `path` names it."""
+
+    def __init__(self, path: str | Path, why: object = "unreadable"):
+        super().__init__(f"cannot read image '{path}': {why}")
+        self.path = str(path)
 
 
 def list_images(root: str | Path) -> list[Path]:
@@ -38,16 +53,69 @@ def list_images(root: str | Path) -> list[Path]:
 
 
 def load_rgb(path: str | Path) -> Image.Image:
-    """Open an image as RGB; raises OSError naming the file when it cannot be decoded."""
+    """Open an image as RGB; raises `UnreadableImageError` (an OSError) naming the file when it cannot be decoded."""
     try:
         with Image.open(path) as im:
             return im.convert("RGB")
     except (OSError, UnidentifiedImageError, ValueError) as e:
-        raise OSError(f"cannot read image '{path}': {e}") from e
+        raise UnreadableImageError(path, e) from e
+
+
+def first_readable(load: Callable[[int], T_], i: int, n: int, where: Callable[[], str]) -> tuple[T_, str]:
+    """`load(i)`; when it raises `UnreadableImageError`, the first of `load(i + 1)`, `load(i + 2)`, ...
+    (wrapping around the `n` items) that reads: a deterministic stand-in for the unreadable item.
+
+    Returns:
+        (the loaded item, '' when item i itself was read, else the unreadable file of item i).
+    Raises:
+        RuntimeError naming `where()` (the data folder) when none of the n items can be read.
+    """
+    bad = ""
+    for k in range(n):
+        try:
+            return load((i + k) % n), bad
+        except UnreadableImageError as e:
+            bad = bad or e.path
+    raise RuntimeError(f"none of the {n} items under {where()} can be read (every image is corrupt or not an "
+                       f"image, e.g. {bad}); check the data folder in your config")
+
+
+def common_folder(paths: list) -> str:
+    """The deepest folder that holds all `paths` (for error messages)."""
+    return os.path.commonpath([str(Path(p).parent) for p in paths]) if paths else "?"
+
+
+def main_process() -> bool:
+    """Rank 0 of a distributed run, or the only process (for messages printed once)."""
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
+def report_unreadable(where: str, n_skipped: int, n_seen: int, names: list[str], unit: str = "samples",
+                      action: str = "were replaced by the next readable one") -> None:
+    """Print one line (rank 0) naming a few files when samples of an epoch had an unreadable image; a
+    WARNING when their share passes `WARN_SHARE`.
+
+    Args:
+        where: e.g. 'epoch 3'.
+        n_skipped / n_seen: unreadable and all samples of the epoch (summed over ranks).
+        names: unreadable files met on this rank (the first few are named).
+        unit / action: what the samples are and what became of the unreadable ones, for the message.
+    """
+    if not n_skipped or not main_process():
+        return
+    share = n_skipped / max(n_seen, 1)
+    first = ", ".join(list(dict.fromkeys(names))[:3]) or "?"
+    line = f"{where}: {n_skipped} of {n_seen} {unit} ({share:.2%}) could not be read (corrupt image) and {action}"
+    if share > WARN_SHARE:
+        print(f"[data] WARNING {line}: more than {WARN_SHARE:.0%}; fix or remove these files, e.g. {first}",
+              flush=True)
+    else:
+        print(f"[data] {line} (e.g. {first})", flush=True)
 
 
 def load_face(path: Path, boxes: dict, margin: float | None) -> Image.Image:
-    """`load_rgb(path)`, cropped to the square face crop (`data.face_track`) when `boxes` has the file."""
+    """`load_rgb(path)`, cropped to the square face crop (`data.face_track`) when `boxes` has the file;
+    raises `UnreadableImageError` when the file cannot be decoded."""
     img = load_rgb(path)
     return crop_face(img, boxes[path], margin) if path in boxes else img
 
@@ -72,6 +140,9 @@ def denormalize(x: torch.Tensor) -> torch.Tensor:
 class ImageFolderDataset(Dataset):
     """Every image under one or more folders, for unlabeled training (stage 1, stage 3b faces).
 
+    An unreadable file is replaced by the next readable one (`first_readable`); `load(i)` also says
+    whether that happened, and `skipped` holds the unreadable files met in this process.
+
     Args:
         roots: a folder or a list of folders, searched recursively.
         transform: applied to the PIL image; returns the sample.
@@ -81,25 +152,29 @@ class ImageFolderDataset(Dataset):
 
     def __init__(self, roots: str | Path | list, transform: Callable | None = None, crop_margin: float | None = None):
         roots = roots if isinstance(roots, (list, tuple)) else [roots]
+        self.roots = [str(r) for r in roots]
         self.files = [p for r in roots for p in list_images(r)]
         self.transform, self.crop_margin = transform, crop_margin
         self.boxes = read_face_boxes(roots) if crop_margin is not None else {}
-        self.skipped: set[str] = set()
-        self._lock = threading.Lock()
+        self.skipped: set[str] = set()  # per process: DataLoader workers keep their own
 
     def __len__(self) -> int:
         return len(self.files)
 
+    def _open(self, j: int) -> Image.Image:
+        path = self.files[j]
+        if str(path) in self.skipped:  # known bad in this process: do not decode it again
+            raise UnreadableImageError(path)
+        try:
+            return load_face(path, self.boxes, self.crop_margin)
+        except UnreadableImageError:
+            self.skipped.add(str(path))
+            raise
+
+    def load(self, i: int) -> tuple[Image.Image, str]:
+        """(PIL image, '') for file i, or (the next readable file's image, file i's path) when i is unreadable."""
+        return first_readable(self._open, i, len(self.files), lambda: ", ".join(self.roots))
+
     def __getitem__(self, i: int):
-        for k in range(len(self.files)):
-            path = self.files[(i + k) % len(self.files)]
-            try:
-                img = load_face(path, self.boxes, self.crop_margin)
-            except OSError as e:
-                with self._lock:
-                    if str(path) not in self.skipped:
-                        self.skipped.add(str(path))
-                        print(f"[data] skipping unreadable image ({len(self.skipped)} so far): {e}")
-                continue
-            return self.transform(img) if self.transform else img
-        raise RuntimeError(f"no readable image among {len(self.files)} files")
+        img, _ = self.load(i)
+        return self.transform(img) if self.transform else img

@@ -3,7 +3,8 @@
     recs = read_triplets("triplets/train.csv", image_root="outputs/demo/world")   # either format
     recs.skipped                   # {'malformed rows': 3, ...}: the rows left out, by reason
     ds = TripletDataset(recs, transform=eval_transform(64))
-    imgs, type_id = ds[0]          # (3, 3, 64, 64): anchor, positive, negative; int index in TRIPLET_TYPES
+    imgs, type_id, bad = ds[0]     # (3, 3, 64, 64): anchor, positive, negative; int index in TRIPLET_TYPES;
+                                   # bad: '' or the unreadable image of triplet 0 (the next readable one came instead)
 
 Formats (the product's contracts, DESIGN.md):
   * simple: header `anchor,positive,negative,type`, image paths relative to `image_root`; the
@@ -16,6 +17,10 @@ Formats (the product's contracts, DESIGN.md):
     anchor and positive. Rows with the wrong column count, bad numbers or an unknown type are
     malformed; rows whose answers tie have no majority; both are skipped, and so are triplets
     with a missing image. One summary line reports every count.
+
+Images that exist but cannot be decoded are found while reading batches: a training triplet with one
+is replaced by the next readable triplet and flagged (`bad`), a held-out image is flagged
+(`HeldOutImages`) and the triplets that use it are left out of the score.
 """
 from __future__ import annotations
 
@@ -29,7 +34,7 @@ import torch
 from torch.utils.data import Dataset
 
 from data.face_track import crop_face
-from data.images import load_rgb
+from data.images import UnreadableImageError, common_folder, first_readable, load_rgb
 
 TRIPLET_TYPES = ("ONE_CLASS_TRIPLET", "TWO_CLASS_TRIPLET", "THREE_CLASS_TRIPLET")
 TYPE_INDEX = {t: i for i, t in enumerate(TRIPLET_TYPES)}
@@ -196,6 +201,9 @@ def crop_box(img, box: Box | None, margin: float | None = None):
 class TripletDataset(Dataset):
     """Triplets as stacked image tensors; each image gets its own draw of `transform`.
 
+    A triplet with an unreadable image is replaced by the next triplet whose three images read
+    (`data.images.first_readable`), so batches keep their shape; its sample says so in `bad`.
+
     Args:
         records: from `read_triplets`.
         transform: PIL image -> (C, H, W) tensor (training augmentation or `eval_transform`).
@@ -203,7 +211,8 @@ class TripletDataset(Dataset):
         margin: face-box crop, see `crop_box` (None = the exact box).
         deterministic: `transform` has no randomness (no augmentation), so with `cache` its output
             tensors are kept instead of the PIL images and each image is transformed once.
-    Returns per item: images (3, C, H, W) in (anchor, positive, negative) order, type index (int).
+    Returns per item: images (3, C, H, W) in (anchor, positive, negative) order, type index (int),
+        bad: '' or the unreadable image of the requested triplet.
     """
 
     def __init__(self, records: list[TripletRecord], transform: Callable, cache: bool = False,
@@ -214,6 +223,7 @@ class TripletDataset(Dataset):
         self.deterministic = deterministic
         self._images: dict = {}
         self._tensors: dict = {}
+        self.unreadable: set[Path] = set()  # met in this process (DataLoader workers keep their own)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -222,23 +232,38 @@ class TripletDataset(Dataset):
         key = (path, box)
         img = self._images.get(key)
         if img is None:
-            img = crop_box(load_rgb(path), box, self.margin)
+            if path in self.unreadable:  # known bad in this process: do not decode it again
+                raise UnreadableImageError(path)
+            try:
+                img = crop_box(load_rgb(path), box, self.margin)
+            except UnreadableImageError:
+                self.unreadable.add(path)
+                raise
             if self.cache and not self.deterministic:  # a deterministic cache keeps the tensor instead
                 self._images[key] = img
         return img
 
-    def tensor(self, path: Path, box: Box | None) -> torch.Tensor:
+    def tensor(self, path: Path, box: Box | None, img=None) -> torch.Tensor:
+        """The transformed image (`img`: its already decoded PIL image, if at hand)."""
         if not (self.cache and self.deterministic):
-            return self.transform(self.image(path, box))
+            return self.transform(self.image(path, box) if img is None else img)
         key = (path, box)
         x = self._tensors.get(key)
         if x is None:
-            x = self._tensors[key] = self.transform(self.image(path, box))
+            x = self._tensors[key] = self.transform(self.image(path, box) if img is None else img)
         return x
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+    def _triplet(self, i: int) -> tuple[torch.Tensor, int]:
         r = self.records[i]
-        return torch.stack([self.tensor(p, b) for p, b in zip(r.paths, r.boxes)]), TYPE_INDEX[r.type]  # (3, C, H, W)
+        keys = list(zip(r.paths, r.boxes))
+        # decode all three first, so that a triplet with an unreadable image draws no augmentation
+        imgs = [None if self.cache and self.deterministic and k in self._tensors else self.image(*k) for k in keys]
+        return torch.stack([self.tensor(*k, img) for k, img in zip(keys, imgs)]), TYPE_INDEX[r.type]  # (3, C, H, W)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, str]:
+        (x, type_id), bad = first_readable(self._triplet, i, len(self.records),
+                                           lambda: common_folder([p for r in self.records for p in r.paths]))
+        return x, type_id, bad
 
 
 class ImageListDataset(Dataset):
@@ -250,9 +275,22 @@ class ImageListDataset(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, i: int) -> torch.Tensor:
+    def _open(self, i: int):
         path, box = self.items[i]
-        return self.transform(crop_box(load_rgb(path), box, self.margin))
+        return crop_box(load_rgb(path), box, self.margin)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.transform(self._open(i))
+
+
+class HeldOutImages(ImageListDataset):
+    """`ImageListDataset` for scoring, item -> (tensor, bad): an unreadable image gives the next readable
+    one's tensor (batches keep their shape) and its own path as `bad` ('' when it was read); the scorer
+    leaves the triplets that use it out (`expression_finetune.engine.evaluate`)."""
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, str]:
+        img, bad = first_readable(self._open, i, len(self.items), lambda: common_folder([p for p, _ in self.items]))
+        return self.transform(img), bad
 
 
 def unique_images(records: list[TripletRecord]) -> tuple[list[tuple[Path, Box | None]], torch.Tensor]:

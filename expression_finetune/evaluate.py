@@ -19,7 +19,7 @@ import torch
 from common.checkpoint import load_checkpoint
 from common.dist import DistInfo, cleanup, init_distributed
 from common.run import write_json
-from data.triplets import TYPE_INDEX, ImageListDataset, read_triplets, unique_images
+from data.triplets import TYPE_INDEX, HeldOutImages, read_triplets, unique_images
 from expression_finetune.config import ExpressionConfig
 from expression_finetune.engine import evaluate
 from expression_finetune.losses import margin_tensor
@@ -32,13 +32,13 @@ class TripletSet:
     """A triplet file ready for `engine.evaluate`.
 
     Attributes:
-        path: the file; images: its distinct (cropped) images with the eval transform;
+        path: the file; images: its distinct (cropped) images with the eval transform (unreadable ones flagged);
         index: (T, 3) rows into `images` (anchor, positive, negative); types: (T,) type indices;
         skipped: {reason: rows of the file left out}.
     """
 
     path: Path
-    images: ImageListDataset
+    images: HeldOutImages
     index: torch.Tensor
     types: torch.Tensor
     skipped: dict[str, int]
@@ -52,18 +52,21 @@ def read_triplet_set(cfg: ExpressionConfig, csv: str, size: int) -> TripletSet:
         raise ValueError(f"{root / csv}: no triplets left to score (see the [triplets] line above)")
     items, index = unique_images(recs)
     types = torch.tensor([TYPE_INDEX[r.type] for r in recs], dtype=torch.long)
-    return TripletSet(root / csv, ImageListDataset(items, eval_transform(size), cfg.crop_margin), index, types,
+    return TripletSet(root / csv, HeldOutImages(items, eval_transform(size), cfg.crop_margin), index, types,
                       recs.skipped)
 
 
 def score(model: ExpressionViT, ts: TripletSet, cfg: ExpressionConfig, info: DistInfo) -> dict:
     """Score a `TripletSet`: {'triplet_acc', 'per_type', 'n_per_type', 'n_triplets', 'loss', 'skipped',
-    'rows_skipped', 'file'} (accuracy with the official rule; the loss with the configured distance)."""
+    'rows_skipped', 'file'} (accuracy with the official rule; the loss with the configured distance).
+    Triplets with an unreadable image are not scored; `skipped` counts them as 'with unreadable images'."""
     stats = evaluate(model, ts.images, ts.index, ts.types, margin_tensor(cfg.margins, info.device), info,
                      num_workers=cfg.num_workers, precision=cfg.precision, distance=cfg.distance)
+    n_bad = stats["val/skipped_triplets"]
+    skipped = {**ts.skipped, "with unreadable images": n_bad} if n_bad else ts.skipped
     return {"file": str(ts.path), "triplet_acc": stats["val/acc"], "per_type": stats["per_type"],
-            "n_per_type": stats["n_per_type"], "n_triplets": len(ts.types), "loss": stats["val/loss"],
-            "skipped": ts.skipped, "rows_skipped": sum(ts.skipped.values())}
+            "n_per_type": stats["n_per_type"], "n_triplets": len(ts.types) - n_bad, "loss": stats["val/loss"],
+            "skipped": skipped, "rows_skipped": sum(skipped.values())}
 
 
 def describe(res: dict) -> str:

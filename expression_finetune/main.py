@@ -152,7 +152,8 @@ def main(cfg: ExpressionConfig) -> dict:
     # triplet_acc / per_type: the last epoch on val_csv; best_*: the epoch of checkpoint-best.pth
     summary = {"triplet_acc": val["val/acc"], "per_type": val["per_type"], "n_per_type": val["n_per_type"],
                "best_triplet_acc": best["acc"], "best_per_type": best["per_type"], "best_epoch": best["epoch"],
-               "val_csv": str(val_set.path), "val_rows_skipped": sum(val_set.skipped.values()), "test": test,
+               "val_csv": str(val_set.path), "test": test,
+               "val_rows_skipped": sum(val_set.skipped.values()) + val.get("val/skipped_triplets", 0),
                "epochs": cfg.epochs, "pretrained": cfg.pretrained, "init_report": init_report,
                "train_wall_s": train_wall_s}
     if info.is_main:

@@ -1,10 +1,10 @@
 """Stage-1 data: face-image folders with MAE's crop + flip augmentation and face normalisation.
 
     train_ds = FaceImages(cfg.train_roots, train_transform(64))
-    x, bad = train_ds[0]   # x: (3, 64, 64) face-normalised; bad: 1 if file 0 was unreadable
+    x, bad = train_ds[0]   # x: (3, 64, 64) face-normalised; bad: '' or file 0's path when it was unreadable
 
 Unreadable files are skipped (the next readable image is returned) and reported per sample as
-`bad`, so the engine can count them even when worker processes do the loading.
+`bad`, so the engine can count and name them even when worker processes do the loading.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from torchvision import transforms as T
 
 from common.device import seed_worker
 from common.dist import DistInfo, make_sampler
-from data.images import ImageFolderDataset, eval_transform, normalize
+from data.images import ImageFolderDataset, eval_transform, normalize, report_unreadable
 
 
 def train_transform(size: int, scale_min: float = 0.2) -> Callable:
@@ -28,8 +28,8 @@ def train_transform(size: int, scale_min: float = 0.2) -> Callable:
 
 
 class FaceImages(ImageFolderDataset):
-    """`ImageFolderDataset` whose samples are `(image, bad)`; `bad` = 1 when the requested file
-    could not be read (a readable neighbour was returned instead).
+    """`ImageFolderDataset` whose samples are `(image, bad)`; `bad` is the requested file's path when it
+    could not be read (the next readable image was returned instead), else ''.
 
     Args:
         roots: face-image folders, searched recursively.
@@ -37,9 +37,9 @@ class FaceImages(ImageFolderDataset):
         crop_margin: face crop from each root's `face_boxes.csv` (see `ImageFolderDataset`).
     """
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        x = super().__getitem__(i)
-        return x, int(str(self.files[i]) in self.skipped)  # `skipped` holds only unreadable files
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, str]:
+        img, bad = self.load(i)
+        return self.transform(img), bad
 
 
 def build_loaders(train_roots: list[str], val_roots: list[str], img_size: int, scale_min: float,
@@ -65,5 +65,7 @@ def build_loaders(train_roots: list[str], val_roots: list[str], img_size: int, s
     val_ds = FaceImages(list(val_roots), eval_transform(img_size), crop_margin)
     n = min(len(val_ds), val_max_images)
     step = max(len(val_ds) // n, 1)  # spread the subset over actors, deterministically
-    val = torch.stack([x for x, _ in Subset(val_ds, list(range(0, step * n, step)))])  # (n, 3, H, W)
-    return loader, val
+    picked = list(Subset(val_ds, list(range(0, step * n, step))))
+    bad = [b for _, b in picked if b]
+    report_unreadable("held-out set", len(bad), n, bad, "images")
+    return loader, torch.stack([x for x, _ in picked])  # (n, 3, H, W)

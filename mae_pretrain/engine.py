@@ -19,6 +19,7 @@ from common.device import autocast
 from common.dist import all_reduce_sum, reduce_means, unwrap
 from common.metrics import progress
 from common.optim import check_finite, cosine_lr, param_groups_weight_decay, set_lr
+from data.images import report_unreadable
 
 
 def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, device: torch.device,
@@ -49,7 +50,8 @@ def train_one_epoch(model: torch.nn.Module, loader, optimizer: torch.optim.Optim
 
     Args:
         model: the (possibly DDP-wrapped / compiled) MAE; called as `model(imgs, mask_ratio)`.
-        loader: yields `(imgs (B, 3, H, W), bad (B,))` from `mae_pretrain.data.FaceImages`.
+        loader: yields `(imgs (B, 3, H, W), bad)` from `mae_pretrain.data.FaceImages`; `bad`: B strings,
+            the path of each requested image that was unreadable (and replaced), else ''.
         optimizer, scaler: AdamW and the precision's GradScaler (inactive unless fp16).
         epoch: 0-based epoch index (the lr schedule runs in fractional epochs).
         cfg: `MAEPretrainConfig` (epochs, steps_per_epoch, warmup_epochs, min_lr, accum_iter, mask_ratio,
@@ -57,7 +59,8 @@ def train_one_epoch(model: torch.nn.Module, loader, optimizer: torch.optim.Optim
         lr: the peak learning rate.
 
     Returns:
-        {'train_loss', 'lr', 'images_per_s', 'epoch_s', 'skipped_images'} averaged/summed over ranks.
+        {'train_loss', 'lr', 'images_per_s', 'epoch_s', 'skipped_images'} averaged/summed over ranks;
+        `skipped_images` counts the samples of the epoch whose image was unreadable (printed when > 0).
 
     Raises:
         FloatingPointError: a non-finite loss, naming the global step (iteration) it appeared at.
@@ -69,7 +72,7 @@ def train_one_epoch(model: torch.nn.Module, loader, optimizer: torch.optim.Optim
     loss_sum = torch.zeros((), device=device)
     bad_step = torch.full((), -1, dtype=torch.long, device=device)
     bad_loss = torch.zeros((), device=device)
-    skipped, seen, cur_lr = 0, 0, 0.0
+    skipped, seen, cur_lr, bad_names = 0, 0, 0.0, []
     optimizer.zero_grad(set_to_none=True)
     t0 = time.perf_counter()
     bar = progress(loader, enabled=show_progress, desc=f"epoch {epoch + 1}", total=n_used)
@@ -80,7 +83,9 @@ def train_one_epoch(model: torch.nn.Module, loader, optimizer: torch.optim.Optim
         if it % accum == 0:
             cur_lr = cosine_lr(epoch + it / n_used, cfg.epochs, cfg.warmup_epochs, lr, cfg.min_lr)
             set_lr(optimizer, cur_lr)
-        skipped += int(bad.sum())
+        bad = [b for b in bad if b]
+        skipped += len(bad)
+        bad_names += bad[:max(3 - len(bad_names), 0)]
         seen += imgs.shape[0]
         imgs = imgs.to(device, non_blocking=True).contiguous(memory_format=fmt)
         last_micro = (it + 1) % accum == 0
@@ -106,6 +111,7 @@ def train_one_epoch(model: torch.nn.Module, loader, optimizer: torch.optim.Optim
     elapsed = time.perf_counter() - t0
     counts = all_reduce_sum(torch.tensor([skipped, seen], dtype=torch.float64, device=device))
     out = reduce_means({"train_loss": loss_sum.item() / max(n_used, 1)}, n_used, device)
+    report_unreadable(f"epoch {epoch + 1}", int(counts[0].item()), int(counts[1].item()), bad_names, "images")
     return {**out, "lr": cur_lr, "images_per_s": counts[1].item() / max(elapsed, 1e-9), "epoch_s": elapsed,
             "skipped_images": int(counts[0].item())}
 

@@ -107,8 +107,6 @@ def main(cfg: MAEPretrainConfig) -> dict:
         loader.sampler.set_epoch(epoch)
         stats = train_one_epoch(train_model, loader, optimizer, scaler, epoch, cfg, device=dev, lr=lr,
                                 show_progress=info.is_main)
-        if stats["skipped_images"] and info.is_main:
-            print(f"epoch {epoch + 1}: skipped {stats['skipped_images']} unreadable training images")
         val_stats = evaluate(model, val, val_noise, cfg, dev) if val is not None else {}
         last = {"epoch": epoch + 1, **{f"train/{k}": v for k, v in stats.items()}, **val_stats}
         log.write(last)

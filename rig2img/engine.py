@@ -14,6 +14,7 @@ from common.dist import DistInfo, all_reduce_sum, reduce_means, unwrap
 from common.metrics import progress
 from common.optim import check_finite, cosine_lr, set_lr, warm_restarts_lr
 from data.avatars import AvatarRigDataset
+from data.images import report_unreadable
 from rig2img.losses import compute_losses, per_image_metrics
 
 
@@ -47,11 +48,13 @@ def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str,
 def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
                     regions: torch.Tensor, epoch: int, cfg, info: DistInfo,
                     lr_at: Callable[[float], float]) -> dict[str, float]:
-    """One pass over `loader`; returns rank-averaged means of the loss terms and the last lr.
+    """One pass over `loader`; returns rank-averaged means of the loss terms ('train/<term>'), the last lr
+    and 'train/skipped_images' (summed over ranks): the rows of the epoch whose image was unreadable
+    (each repeats a readable row of its avatar, `data.avatars.AvatarRigDataset`).
 
     Args:
         model: the renderer network (maybe DDP-wrapped), called as model(rig, mask, avatar).
-        loader: yields dicts with 'rig', 'mask', 'avatar', 'image' (uint8).
+        loader: yields dicts with 'rig', 'mask', 'avatar', 'image' (uint8), 'skipped' (bool).
         optimizer / scaler: Adam and the (fp16-only) GradScaler.
         regions: (A, 1, H, W) eye/mouth box masks per avatar, on the device.
         epoch: epoch index (the lr schedule runs on fractional epochs).
@@ -61,10 +64,11 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
     """
     model.train()
     sums: dict[str, float] = {}
-    n_seen, n_steps, lr = 0, len(loader), 0.0
+    n_seen, n_steps, lr, n_skipped = 0, len(loader), 0.0, 0
     for it, batch in enumerate(progress(loader, info.is_main, desc=f"epoch {epoch}", leave=False)):
         lr = lr_at(epoch + it / max(n_steps, 1))
         set_lr(optimizer, lr)
+        n_skipped += int(batch["skipped"].sum())  # on the CPU: no device sync
         b = to_device(batch, info.device)
         with autocast(info.device, cfg.precision):
             pred = model(b["rig"], b["mask"], b["avatar"])  # (B, 3, H, W)
@@ -80,7 +84,9 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
             sums[k] = sums.get(k, 0.0) + v.item() * bs
         n_seen += bs
     means = reduce_means({k: v / max(n_seen, 1) for k, v in sums.items()}, n_seen, info.device)
-    return {**{f"train/{k}": v for k, v in means.items()}, "lr": lr}
+    n_bad, n_all = all_reduce_sum(torch.tensor([n_skipped, n_seen], dtype=torch.float64, device=info.device)).tolist()
+    report_unreadable(f"epoch {epoch}", int(n_bad), int(n_all), getattr(loader.dataset, "unreadable", []), "rows")
+    return {**{f"train/{k}": v for k, v in means.items()}, "lr": lr, "train/skipped_images": int(n_bad)}
 
 
 @torch.no_grad()
@@ -89,6 +95,7 @@ def evaluate(model: nn.Module, dataset: AvatarRigDataset, regions: torch.Tensor,
     """Held-out L1, region L1 and PSNR per avatar (`val/<name>/<metric>`) and their means over avatars.
 
     Every rank evaluates a disjoint shard; per-avatar sums are all-reduced, so results are exact.
+    Rows whose image was unreadable (`skipped`, a repeat of another row) are left out.
     """
     net = unwrap(model).eval()
     names = [a.name for a in dataset.avatars]
@@ -101,7 +108,7 @@ def evaluate(model: nn.Module, dataset: AvatarRigDataset, regions: torch.Tensor,
             pred = net(b["rig"], b["mask"], b["avatar"])
         m = per_image_metrics(pred, b["image"], regions[b["avatar"]])
         vals = torch.stack([m[k].double() for k in keys] + [torch.ones_like(m["l1"], dtype=torch.float64)], 1)
-        sums.index_add_(0, b["avatar"], vals)
+        sums.index_add_(0, b["avatar"], vals.masked_fill(b["skipped"][:, None], 0.0))  # unreadable rows: 0
     all_reduce_sum(sums)
     out = {}
     for a, name in enumerate(names):

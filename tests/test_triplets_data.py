@@ -97,8 +97,8 @@ def test_simple_csv_skips_and_counts(fec_dir, capsys):
 def test_dataset_items_and_unique_images(fec_dir):
     recs = read_fec_csv(fec_dir / "fec.csv", fec_dir / "url_map.csv", fec_dir)
     ds = TripletDataset(recs, eval_transform(16), cache=True)
-    imgs, t = ds[1]
-    assert imgs.shape == (3, 3, 16, 16) and t == TYPE_INDEX["THREE_CLASS_TRIPLET"]
+    imgs, t, bad = ds[1]
+    assert imgs.shape == (3, 3, 16, 16) and t == TYPE_INDEX["THREE_CLASS_TRIPLET"] and bad == ""
     items, index = unique_images(recs)
     assert index.shape == (2, 3) and len(items) == 4  # im1, im2 shared (same box) by both triplets
     single = ImageListDataset(items, eval_transform(16))
@@ -108,8 +108,8 @@ def test_dataset_items_and_unique_images(fec_dir):
     calls = []
     counted = lambda img: calls.append(1) or eval_transform(16)(img)
     once = TripletDataset(recs, counted, cache=True, deterministic=True)
-    first, _ = once[1]
-    again, _ = once[1]
+    first, *_ = once[1]
+    again, *_ = once[1]
     assert len(calls) == 3 and torch.equal(first, imgs) and torch.equal(again, imgs)
     TripletDataset(recs, counted, cache=True)[1]  # an augmenting transform runs on every access
     assert len(calls) == 6
