@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from animate.config import GLOB_CHARS
-from data.video import IMAGE_EXTS, VIDEO_EXTS, VideoReader, is_video, list_images, read_image
+from data.images import common_folder
+from data.video import IMAGE_EXTS, VIDEO_EXTS, VideoReader, image_files, is_video, read_image
 
 
 class InputError(ValueError):
@@ -44,7 +45,7 @@ class Source:
         self.fps = video.fps if video is not None else float(image_fps)
         self.skipped: list[str] = []
         self.read: list[str] = []  # image names actually used, in frame order
-        self._base = _common_parent(images) if images else None
+        self._base = Path(common_folder(images)) if images else None
 
     def frames(self) -> Iterator[tuple[float, np.ndarray]]:
         """(time in seconds, RGB frame) in order; unreadable images are skipped (listed in `skipped`)."""
@@ -77,16 +78,6 @@ class Source:
         return out
 
 
-def _common_parent(paths: list[Path]) -> Path:
-    parts = [p.parent.parts for p in paths]
-    common = []
-    for level in zip(*parts):
-        if len(set(level)) != 1:
-            break
-        common.append(level[0])
-    return Path(*common) if common else Path(".")
-
-
 def open_source(spec: str | Path, image_fps: float = 30.0) -> Source:
     """The Source for a video file, an image folder, an image file or a glob pattern of images."""
     spec = str(spec)
@@ -101,7 +92,7 @@ def open_source(spec: str | Path, image_fps: float = 30.0) -> Source:
     if not path.exists():
         raise FileNotFoundError(f"input not found: {spec} (expected {kinds})")
     if path.is_dir():
-        images = list_images(path)
+        images = image_files(path)
         if not images:
             raise InputError(f"input folder '{spec}' holds no images ({', '.join(IMAGE_EXTS)}); "
                              f"for a video pass the file itself")

@@ -23,8 +23,8 @@ from torch.utils.data import Dataset
 from torchvision import transforms as T
 
 from data.face_track import crop_face, read_face_boxes
+from data.video import IMAGE_EXTS, image_files
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 # Face-image statistics used by MAE-Face and FreeAvatar (RGB, [0,1] scale).
 FACE_MEAN = (0.49895, 0.41044, 0.36561)
 FACE_STD = (0.29708, 0.26990, 0.26526)
@@ -46,7 +46,7 @@ def list_images(root: str | Path) -> list[Path]:
     if not root.is_dir():
         raise FileNotFoundError(f"image folder '{root}' does not exist; set the data path in your config "
                                 f"(or make the demo world: python scripts/make_demo_data.py --out DIR)")
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file())
+    files = image_files(root)
     if not files:
         raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTS)}) found under '{root}'")
     return files

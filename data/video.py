@@ -258,8 +258,8 @@ def read_image(path: str | Path) -> np.ndarray:
         return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
 
 
-def list_images(folder: str | Path) -> list[Path]:
-    """The image files under ``folder`` (any depth), sorted by path."""
+def image_files(folder: str | Path) -> list[Path]:
+    """The image files under ``folder`` (any depth), sorted by path; none is an empty list."""
     return sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
 
 
@@ -273,7 +273,7 @@ def iter_images(folder: str | Path, skipped: list | None = None
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"image folder not found: {folder}")
-    for p in list_images(folder):
+    for p in image_files(folder):
         try:
             rgb = read_image(p)
         except Exception as e:  # noqa: BLE001 - any decoder failure means "skip this file"

@@ -21,7 +21,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as pretrain_mae.py: no sp
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common.device import autocast, keep_freed_memory, pick_device  # noqa: E402
+from common.device import autocast, pick_device, setup_cpu  # noqa: E402
 from mae_pretrain.engine import build_optimizer  # noqa: E402
 from mae_pretrain.models_mae import MAE_PRESETS, build_mae  # noqa: E402
 
@@ -90,13 +90,10 @@ def main() -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch default)")
     p.add_argument("--no-malloc-tuning", action="store_true", help="leave glibc's malloc at its defaults "
-                   "(training on CPU tunes it: common.device.keep_freed_memory)")
+                   "(training on CPU tunes it: common.device.setup_cpu)")
     a = p.parse_args()
     device = pick_device(a.device)
-    if device.type == "cpu" and not a.no_malloc_tuning:
-        keep_freed_memory()
-    if a.threads:
-        torch.set_num_threads(a.threads)
+    setup_cpu(device, a.threads, malloc=not a.no_malloc_tuning)  # as every training stage does
     r = bench(a.model, a.batch_size, a.precision, a.compile, a.channels_last, a.warmup, a.steps, device)
     print(f"{r['model']} batch {r['batch']} {r['precision']} compile={r['compile']} on {r['device']}: "
           f"train {r['train_img_s']} img/s, encoder inference {r['infer_img_s']} img/s")

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywher
 
 from animate.config import QUANTIZE, AnimateSettings  # noqa: E402
 from animate.inference import prepare  # noqa: E402
-from animate.main import animate  # noqa: E402
+from animate.main import animate, auto_precision  # noqa: E402
 from animate.models import Models  # noqa: E402
 from animate.sources import open_source  # noqa: E402
 from common.device import autocast, setup_cpu  # noqa: E402
@@ -107,7 +107,7 @@ def main() -> None:
                           expression_distance_every=args.expression_distance_every)
     detector = build_detector(cfg.detector.name, cfg.detector) if video else CentreBox()  # test mode's settings
     video = video or synthetic_video(tmp / "synthetic.mp4", args.frames)
-    bf16_ok = device.type == "cuda" or torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    bf16_ok = auto_precision("auto", device) == "bf16"  # native bf16, as animate decides
     results = {"load_before": os.getloadavg(), "video": str(video), "detector": detector.name,
                "detector_max_side": cfg.detector.max_side, "expression_distance_every": cfg.expression_distance_every,
                "malloc_tuned": device.type == "cpu" and not args.no_malloc_tuning,

@@ -24,12 +24,7 @@ CPU = DistInfo(0, 1, 0, torch.device("cpu"))
 VAL_FRACTION = 0.25
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _corrupt(path: Path, seed: int) -> None:
