@@ -62,6 +62,8 @@ class AnimateSettings:
         quantize: 'none', or 'int8' for a dynamic int8 encoder on CPU (`animate.inference`; faster, not
             the same rigs: check with `scripts/compare_int8.py` on your checkpoint).
         threads: CPU threads (0 = PyTorch's default, the physical cores; `common.device.setup_cpu`).
+        avatars_root: the avatar folders, read for the exports (`animate.exports`: a `.glb` for a mesh avatar,
+            a Live Link Face CSV for ARKit-named controls; '' = the folders the stage-3b run was trained on).
     """
     input: str = ""
     out_dir: str = ""
@@ -83,6 +85,7 @@ class AnimateSettings:
     max_frames: int = 0
     quantize: str = "none"
     threads: int = 0
+    avatars_root: str = ""
 
     def __post_init__(self):
         check_choice("face", self.face, FACE_PICKS)

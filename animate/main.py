@@ -43,6 +43,7 @@ import torch
 
 from animate.config import AnimateConfig, AnimateSettings
 from animate.detect import PRODUCER_STEPS, detect_frames, prefetch
+from animate.exports import export_avatars
 from animate.inference import prepare
 from animate.models import ModelMismatch, Models, load_models
 from animate.outputs import StepTimer, write_curves
@@ -96,6 +97,9 @@ def animate(source: Source, models: Models, detector, cfg: AnimateSettings, devi
     with timer("write_csv"):
         for a, (name, ctrl) in enumerate(zip(models.names, models.controls)):
             write_curves(out_dir / f"{name}.csv", ctrl, curves[:, a, :len(ctrl)], times, found, faces)
+    with timer("write_exports"):
+        exports, notes = export_avatars(out_dir, models.names, models.controls, curves, times,
+                                        preview_fps(source.fps), cfg.avatars_root or models.avatars_root)
     wall = time.perf_counter() - t0
     steps = {k: round(v, 3) for k, v in timer.seconds.items()}
     main_thread = [v for k, v in timer.seconds.items() if depth == 0 or k not in PRODUCER_STEPS]
@@ -110,7 +114,9 @@ def animate(source: Source, models: Models, detector, cfg: AnimateSettings, devi
             "expression_distance": {n: (round(float(np.mean(d)), 4) if d else None)
                                     for n, d in zip(models.names, anim.distances)},
             "expression_distance_frames": len(anim.distances[0]), "avatars": list(models.names),
-            "outputs": {"csv": [f"{n}.csv" for n in models.names], "preview": "preview.mp4" if cfg.preview else None},
+            "outputs": {"csv": [f"{n}.csv" for n in models.names], **exports,
+                        "preview": "preview.mp4" if cfg.preview else None},
+            "export_notes": notes,
             "detector": getattr(detector, "name", type(detector).__name__), "device": str(device),
             "precision": precision, "prefetch": depth, "smoothed": video and cfg.smoothing.enabled,
             "settings": to_dict(cfg)}
@@ -154,6 +160,8 @@ def run(cfg: AnimateConfig, key_prefix: str = "") -> dict:
     write_json(out_dir / "summary.json", summary)
     for w in summary["warnings"]:
         print(f"[animate] warning: {w}")
+    for note in summary["export_notes"]:
+        print(f"[animate] export: {note}")
     if summary["faces_found"] == 0:
         print(f"[animate] warning: no face found in {cfg.input}; the CSVs have empty control cells "
               f"(try detector.max_side=640 for small faces, or another detector)")

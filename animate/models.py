@@ -41,6 +41,7 @@ class Models:
         names / controls: avatars in decoder order and their control names.
         crop_margin: the face-crop margin the decoder was trained with.
         encoder_path / renderer_path: the files loaded. checked: how they were checked.
+        avatars_root: the avatar folders it was trained on (for the exports).
     """
     decoder: Emb2Rig
     frozen: Frozen
@@ -50,6 +51,7 @@ class Models:
     encoder_path: str
     renderer_path: str
     checked: str
+    avatars_root: str = ""
 
 
 def _resolve(kind: str, given: str, stored: str, pretrained: str, key: str) -> str:
@@ -139,4 +141,4 @@ def load_models(pretrained: str, device: torch.device, encoder: str = "", render
         print(f"[animate] warning: {pretrained} stores no reference renders, so the encoder and renderer can be "
               f"checked for shapes only; make sure they are the ones it was trained with")
     return Models(decoder, frozen, meta["avatars"], meta["controls"], meta["crop_margin"], enc_path, ren_path,
-                  checked)
+                  checked, meta["avatars_root"])

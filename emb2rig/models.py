@@ -218,7 +218,8 @@ def load_decoder(path: str | Path, device: str | torch.device = "cpu") -> tuple[
     """A trained stage-3b model (eval mode) and its metadata: 'avatars' (names), 'controls' (lists),
     'face_boxes' (each avatar's face box or None), 'crop_margin' (the face-crop margin it was trained
     with), 'encoder' / 'renderer' (the frozen checkpoints it was trained through, as configured) and
-    'references' ({'rigs', 'images'} of each avatar's reference pose; None in checkpoints that predate it)."""
+    'references' ({'rigs', 'images'} of each avatar's reference pose; None in checkpoints that predate it) and
+    'avatars_root' (the avatar folders it was trained on, as configured)."""
     ck = load_checkpoint(path, map_location=device)
     if "avatars" not in ck or "config" not in ck:
         raise ValueError(f"'{path}' is not a stage-3b (emb2rig) checkpoint; use the run's checkpoint-best.pth")
@@ -230,4 +231,5 @@ def load_decoder(path: str | Path, device: str | torch.device = "cpu") -> tuple[
                                      "face_boxes": list(ck.get("face_boxes") or [None] * len(names)),
                                      "crop_margin": float(cfg.get("crop_margin", 0.3)),
                                      "encoder": cfg.get("encoder", ""), "renderer": cfg.get("renderer", ""),
-                                     "references": ck.get("references")}
+                                     "references": ck.get("references"),
+                                     "avatars_root": str(Path(cfg.get("data_root", "")) / cfg.get("avatars_root", ""))}

@@ -1,5 +1,5 @@
 """Imports run one way: common <- data <- mae_pretrain <- expression_finetune <- emb2rig <- animate, and
-rig2img <- emb2rig. Nothing imports scripts/ or the entry points."""
+rig2img <- emb2rig; common <- avatar3d <- animate. Nothing imports scripts/ or the entry points."""
 from __future__ import annotations
 
 import ast
@@ -8,12 +8,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 ALLOWED = {
     "common": set(),
+    "avatar3d": {"common"},
     "data": {"common"},
     "mae_pretrain": {"common", "data"},
     "expression_finetune": {"common", "data", "mae_pretrain"},
     "rig2img": {"common", "data"},
     "emb2rig": {"common", "data", "mae_pretrain", "expression_finetune", "rig2img"},
-    "animate": {"common", "data", "mae_pretrain", "expression_finetune", "rig2img", "emb2rig"},
+    "animate": {"common", "avatar3d", "data", "mae_pretrain", "expression_finetune", "rig2img", "emb2rig"},
 }
 FORBIDDEN_EVERYWHERE = {"scripts", "tests", "pretrain_mae", "train", "train_rig2img", "train_emb2rig_multichar"}
 LOCAL = set(ALLOWED) | FORBIDDEN_EVERYWHERE
