@@ -1,23 +1,41 @@
 """Checkpoints: the whole training state in one file, written atomically, resumed automatically.
 
 A run folder holds `checkpoint-last.pth` (rewritten every save) and `checkpoint-best.pth` (copied
-when the validation metric improves). A checkpoint is a plain dict, e.g.
-`{'model', 'optimizer', 'scaler', 'epoch', 'step', 'best_metric', 'config', 'rng'}`.
+when the validation metric improves). Every stage saves and resumes through `save_run` / `resume_run`:
+
+    parts = {"model": net, "optimizer": opt, "scaler": scaler}   # anything with state_dict / load_state_dict
+    ck = resume_run(run_dir, info, parts, cfg.seed)              # ck["start_epoch"]: 0 for a fresh run
+    if (done := finished_summary(run_dir, info, ck["start_epoch"], cfg.epochs)) is not None:
+        return done                                              # "already complete"
+    for epoch in range(ck["start_epoch"], cfg.epochs):
+        ...
+        save_run(run_dir, info, parts, epoch, is_best, best_metric=best, config=to_dict(cfg))  # every rank
+
+A checkpoint is a plain dict: the parts' state dicts under their keys, `epoch` (the last finished
+epoch), `world_size`, `rng` (every rank's random state, in rank order) and the stage's extra keys
+(`best_metric`, `step`, `config`, ...).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import random
 import shutil
 import tempfile
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
+
+from common.device import seed_everything
+from common.dist import DistInfo, barrier, unwrap
+from common.seeding import rank_seed
 
 LAST = "checkpoint-last.pth"
 BEST = "checkpoint-best.pth"
@@ -134,9 +152,90 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore what `rng_state` returned."""
     random.setstate(state["python"])
     name, keys, pos, has_gauss, gauss = state["numpy"]
     np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
     torch.set_rng_state(state["torch"])
     if state.get("cuda") and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def gather_rng_states() -> list[dict[str, Any]]:
+    """Every rank's `rng_state()`, in rank order (a collective under torch.distributed: call it on every rank)."""
+    state = rng_state()
+    if not dist.is_initialized():
+        return [state]
+    states: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(states, state)
+    return states
+
+
+def save_run(run_dir: str | Path, info: DistInfo, parts: Mapping[str, Any], epoch: int, is_best: bool = False,
+             **extra: Any) -> None:
+    """Save the training state after `epoch` (0-based). Call it on every rank: it gathers every rank's random
+    state; rank 0 writes `checkpoint-last.pth` (and `checkpoint-best.pth` when `is_best`), and every rank
+    returns once the files are written.
+
+    Args:
+        parts: {key: object with `state_dict()`} (model, optimizer, scaler, ...); None entries are left out,
+            DDP / torch.compile wrappers are taken off.
+        extra: further keys stored as they are (best_metric, step, config, ...).
+    """
+    states = gather_rng_states()
+    if info.is_main:
+        state = {k: unwrap(v).state_dict() if isinstance(v, torch.nn.Module) else v.state_dict()
+                 for k, v in parts.items() if v is not None}
+        save_training_state(run_dir, {**state, "epoch": epoch, "world_size": info.world_size, "rng": states,
+                                      **extra}, is_best)
+    barrier()
+
+
+def resume_run(run_dir: str | Path, info: DistInfo, parts: Mapping[str, Any], seed: int) -> dict[str, Any]:
+    """Continue from the run folder's `checkpoint-last.pth` when there is one: load every part in `parts`
+    ({key: object with `load_state_dict`}, None entries skipped) and this rank's random state.
+
+    Returns the checkpoint dict with `start_epoch` (the next epoch to run) added, or `{"start_epoch": 0}`
+    for a fresh run. A checkpoint saved by another number of processes has no state for this rank: every
+    rank then re-seeds from `common.seeding.rank_seed(seed, rank, start_epoch)` (deterministic, but not the
+    random draws the old world would have made), with a warning.
+    """
+    path = find_resume(run_dir)
+    if path is None:
+        return {"start_epoch": 0}
+    ck = load_checkpoint(path)  # on the CPU: RNG states must stay there; load_state_dict moves the rest
+    missing = [k for k, v in parts.items() if v is not None and k not in ck]
+    if missing:
+        raise KeyError(f"{path} has no {missing}: it was written by a run with another config (e.g. without the "
+                       f"GAN term); resume with that config, or train into a new output_dir")
+    for key, obj in parts.items():
+        if obj is not None:
+            obj.load_state_dict(ck[key])
+    ck["start_epoch"] = ck["epoch"] + 1
+    states = ck.get("rng") or []
+    states = [states] if isinstance(states, Mapping) else states  # one state: written by older code
+    if len(states) == info.world_size:
+        set_rng_state(states[info.rank])
+    else:
+        seed_everything(rank_seed(seed, info.rank, ck["start_epoch"]))
+        if info.is_main:
+            warnings.warn(f"{path} holds the random state of {len(states)} process(es), this run has "
+                          f"{info.world_size}: every rank re-seeds from rank_seed(seed, rank, epoch) "
+                          f"(common/seeding.py). Training continues, but not with the random draws "
+                          f"(augmentation, masks, dropout) of an uninterrupted run; resume with the "
+                          f"same number of processes for that", stacklevel=2)
+    if info.is_main:
+        print(f"resumed from {path} at epoch {ck['start_epoch']}")
+    return ck
+
+
+def finished_summary(run_dir: str | Path, info: DistInfo, start_epoch: int, epochs: int) -> dict | None:
+    """A run that has trained all its `epochs` and written `summary.json` is complete: returns that summary
+    (the stage returns it at once); otherwise None (a run stopped after its last epoch but before its summary
+    goes on to write it)."""
+    path = Path(run_dir) / "summary.json"
+    if start_epoch < epochs or not path.is_file():
+        return None
+    if info.is_main:
+        print(f"{run_dir}: already complete ({epochs} epochs); raise epochs to train further")
+    return json.loads(path.read_text())

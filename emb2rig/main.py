@@ -20,20 +20,14 @@ import torch
 from torch.utils.data import DataLoader
 from torchvision.utils import save_image
 
-from common.checkpoint import (
-    find_resume,
-    load_checkpoint,
-    rng_state,
-    save_training_state,
-    set_rng_state,
-    stop_if_diverged,
-)
+from common.checkpoint import finished_summary, resume_run, save_run, stop_if_diverged
 from common.config import to_dict
 from common.device import make_scaler, seed_everything
 from common.dist import cleanup, init_distributed, make_sampler, unwrap, wrap_ddp
 from common.metrics import MetricsLogger, plot_metrics
 from common.optim import param_groups_weight_decay
 from common.run import prepare_run_dir, write_json
+from common.seeding import SeededSamples, set_epoch
 from data.avatars import keep_batch, load_avatars
 from emb2rig.config import Emb2RigConfig
 from emb2rig.data import build_sets
@@ -44,10 +38,12 @@ from emb2rig.models import build_model
 from emb2rig.official import load_pretrained
 
 
-def _loader(ds, cfg: Emb2RigConfig, info, train: bool):
+def _loader(ds, cfg: Emb2RigConfig, info, train: bool) -> DataLoader:
     sampler = make_sampler(ds, info, shuffle=train, seed=cfg.seed, drop_last=train)
+    if train:  # per-sample seeds: common/seeding.py
+        ds = SeededSamples(ds, cfg.seed, info.rank)
     return DataLoader(ds, batch_size=cfg.batch_size, sampler=sampler, collate_fn=keep_batch,
-                      num_workers=cfg.num_workers, drop_last=train), sampler
+                      num_workers=cfg.num_workers, drop_last=train, generator=torch.Generator())
 
 
 def make_optimizer(model: torch.nn.Module, cfg: Emb2RigConfig) -> torch.optim.Optimizer:
@@ -97,30 +93,21 @@ def main(cfg: Emb2RigConfig) -> dict | None:
     opt = make_optimizer(model, cfg)
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.disc.lr, betas=(0.0, 0.99)) if disc is not None else None
     scaler, scaler_d = make_scaler(info.device, cfg.precision), make_scaler(info.device, cfg.precision)
-    start, best, step = 0, math.inf, 0
-    if (ck_path := find_resume(run_dir)) is not None:
-        ck = load_checkpoint(ck_path, info.device)
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        scaler.load_state_dict(ck["scaler"])
-        if disc is not None:
-            disc.load_state_dict(ck["disc"])
-            opt_d.load_state_dict(ck["optimizer_d"])
-            scaler_d.load_state_dict(ck["scaler_d"])
-        start, best, step = ck["epoch"] + 1, ck["best_metric"], ck["step"]
-        set_rng_state(ck["rng"])
-        if start >= cfg.epochs:
-            print(f"[emb2rig] {run_dir}: already complete ({cfg.epochs} epochs)")
-            return None
-        print(f"[emb2rig] resuming {ck_path} at epoch {start}")
+    parts = {"model": model, "optimizer": opt, "scaler": scaler, "disc": disc, "optimizer_d": opt_d,
+             "scaler_d": scaler_d if disc is not None else None}
+    ck = resume_run(run_dir, info, parts, cfg.seed)
+    start, best, step = ck["start_epoch"], ck.get("best_metric", math.inf), ck.get("step", 0)
+    if (done := finished_summary(run_dir, info, start, cfg.epochs)) is not None:
+        cleanup()
+        return done
     model_ddp = wrap_ddp(model, info)
     disc_ddp = wrap_ddp(disc, info) if disc is not None else None
-    train_loader, sampler = _loader(train_set, cfg, info, train=True)
+    train_loader = _loader(train_set, cfg, info, train=True)
     val_sub = val_set
     if 0 < cfg.val_samples < len(val_set):  # a fixed, evenly spaced subset (faces and renders in proportion)
         keep = torch.linspace(0, len(val_set) - 1, cfg.val_samples).long().tolist()
         val_sub = torch.utils.data.Subset(val_set, keep)
-    val_loader, _ = _loader(val_sub, cfg, info, train=False)
+    val_loader = _loader(val_sub, cfg, info, train=False)
     per_epoch = min(len(train_loader), cfg.steps_per_epoch) if cfg.steps_per_epoch else len(train_loader)
     warmup = warmup_steps(cfg, per_epoch)
 
@@ -134,7 +121,7 @@ def main(cfg: Emb2RigConfig) -> dict | None:
               f"val {val_set.n_faces} + {val_set.n_renders}; {per_epoch} steps/epoch, {warmup} warm-up steps")
     t0 = time.time()
     for epoch in range(start, cfg.epochs):
-        sampler.set_epoch(epoch)
+        set_epoch(train_loader, epoch)
         stats = train_one_epoch(model_ddp, disc_ddp, frozen, train_loader, (opt, opt_d), (scaler, scaler_d),
                                 epoch, step, lr_at, cfg, info)
         step += per_epoch
@@ -145,13 +132,9 @@ def main(cfg: Emb2RigConfig) -> dict | None:
         log.write({"epoch": epoch, "step": step, **stats})
         if info.is_main:
             print(f"[emb2rig] epoch {epoch}: " + ", ".join(f"{k} {v:.4g}" for k, v in stats.items()))
-            state = {"model": unwrap(model).state_dict(), "optimizer": opt.state_dict(), "scaler": scaler.state_dict(),
-                     "epoch": epoch, "step": step, "best_metric": best, "config": to_dict(cfg), "rng": rng_state(),
-                     "avatars": names, "controls": controls, "face_boxes": face_boxes,
-                     "references": {"rigs": [r.tolist() for r in ref_rigs], "images": refs.half().cpu()}}
-            if disc is not None:
-                state.update(disc=disc.state_dict(), optimizer_d=opt_d.state_dict(), scaler_d=scaler_d.state_dict())
-            save_training_state(run_dir, state, is_best)
+        save_run(run_dir, info, parts, epoch, is_best, step=step, best_metric=best, config=to_dict(cfg),
+                 avatars=names, controls=controls, face_boxes=face_boxes,
+                 references={"rigs": [r.tolist() for r in ref_rigs], "images": refs.half().cpu()})
     log.close()
     summary = None
     if info.is_main:

@@ -17,21 +17,14 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from common.checkpoint import (
-    BEST,
-    find_resume,
-    load_checkpoint,
-    rng_state,
-    save_training_state,
-    set_rng_state,
-    stop_if_diverged,
-)
+from common.checkpoint import BEST, finished_summary, load_checkpoint, resume_run, save_run, stop_if_diverged
 from common.config import to_dict
 from common.device import make_scaler, seed_everything, seed_worker
 from common.dist import DistInfo, barrier, cleanup, init_distributed, make_sampler, unwrap, wrap_ddp
 from common.metrics import MetricsLogger, plot_metrics
 from common.optim import cosine_lr
 from common.run import prepare_run_dir, write_json
+from common.seeding import SeededSamples, set_epoch
 from data.triplets import TripletDataset, read_triplets
 from expression_finetune.config import ExpressionConfig
 from expression_finetune.engine import evaluate, train_one_epoch
@@ -65,25 +58,26 @@ def build_optimizer(model: ExpressionViT, cfg: ExpressionConfig) -> torch.optim.
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
 
 
-def build_train_loader(cfg: ExpressionConfig, info: DistInfo, size: int):
-    """The training loader and its sampler (augmentation: `cfg.augment`, see transforms.py)."""
+def build_train_loader(cfg: ExpressionConfig, info: DistInfo, size: int) -> DataLoader:
+    """The training loader (augmentation: `cfg.augment`, see transforms.py; per-sample seeds: common/seeding.py)."""
     root = Path(cfg.data_root)
     train = read_triplets(root / cfg.train_csv, root, cfg.format, root / cfg.url_map if cfg.url_map else None)
     tf, deterministic = build_train_transform(cfg, size)
     ds = TripletDataset(train, tf, cache=cfg.cache_images, margin=cfg.crop_margin, deterministic=deterministic)
     sampler = make_sampler(ds, info, shuffle=True, seed=cfg.seed, drop_last=True)
-    loader = DataLoader(ds, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
-                        pin_memory=info.device.type == "cuda", drop_last=True, worker_init_fn=seed_worker,
-                        persistent_workers=cfg.num_workers > 0)
+    loader = DataLoader(SeededSamples(ds, cfg.seed, info.rank), batch_size=cfg.batch_size, sampler=sampler,
+                        num_workers=cfg.num_workers, pin_memory=info.device.type == "cuda", drop_last=True,
+                        worker_init_fn=seed_worker, persistent_workers=cfg.num_workers > 0,
+                        generator=torch.Generator())
     if len(loader) == 0:
         raise ValueError(f"{len(ds)} training triplets is less than one batch of {cfg.batch_size}; lower batch_size")
-    return loader, sampler
+    return loader
 
 
 def build_data(cfg: ExpressionConfig, info: DistInfo, size: int):
-    """Train loader + sampler, and the validation set as (distinct images, (T, 3) index, (T,) types)."""
+    """Train loader, and the validation set as (distinct images, (T, 3) index, (T,) types)."""
     val = read_triplet_set(cfg, cfg.val_csv, size)
-    return *build_train_loader(cfg, info, size), (val.images, val.index, val.types)
+    return build_train_loader(cfg, info, size), (val.images, val.index, val.types)
 
 
 def main(cfg: ExpressionConfig) -> dict:
@@ -94,24 +88,16 @@ def main(cfg: ExpressionConfig) -> dict:
     info = init_distributed(cfg.device)
     seed_everything(cfg.seed + info.rank)
     run_dir = prepare_run_dir(cfg.output_dir, cfg, info.is_main)
-    model = build_expression_vit(cfg.model, cfg.emb_dim, cfg.drop_path)
-    resume = find_resume(run_dir)
-    init_report = load_pretrained(model, cfg.pretrained) if cfg.pretrained and resume is None else None
-    model.to(info.device)
+    model = build_expression_vit(cfg.model, cfg.emb_dim, cfg.drop_path).to(info.device)
     optimizer, scaler = build_optimizer(model, cfg), make_scaler(info.device, cfg.precision)
-    start, best = 0, {"acc": -1.0, "epoch": -1, "per_type": {}}
-    if resume is not None:
-        ck = load_checkpoint(resume)
-        model.load_state_dict(ck["model"])
-        optimizer.load_state_dict(ck["optimizer"])
-        scaler.load_state_dict(ck["scaler"])
-        start, best, init_report = ck["epoch"] + 1, ck["best"], ck["init_report"]
-        set_rng_state(ck["rng"])
-        print(f"[train] resumed from {resume} at epoch {start}")
-    if start >= cfg.epochs and (Path(run_dir) / "summary.json").is_file():
-        print(f"[train] already complete ({cfg.epochs} epochs) in {run_dir}")
-        return {}
-    loader, sampler = build_train_loader(cfg, info, model.image_size)
+    parts = {"model": model, "optimizer": optimizer, "scaler": scaler}
+    ck = resume_run(run_dir, info, parts, cfg.seed)
+    start, best = ck["start_epoch"], ck.get("best", {"acc": -1.0, "epoch": -1, "per_type": {}})
+    if (done := finished_summary(run_dir, info, start, cfg.epochs)) is not None:
+        cleanup()
+        return done
+    init_report = ck["init_report"] if start else load_pretrained(model, cfg.pretrained) if cfg.pretrained else None
+    loader = build_train_loader(cfg, info, model.image_size)
     val_set = read_triplet_set(cfg, cfg.val_csv, model.image_size)
     test_set = read_triplet_set(cfg, cfg.test_csv, model.image_size) if cfg.test_csv else None  # read now: fail fast
     margins = margin_tensor(cfg.margins, info.device)
@@ -121,7 +107,7 @@ def main(cfg: ExpressionConfig) -> dict:
         if cfg.schedule == "cosine" else (lambda e: cfg.lr)
     t0, val = time.time(), {}
     for epoch in range(start, cfg.epochs):
-        sampler.set_epoch(epoch)
+        set_epoch(loader, epoch)
         stats = train_one_epoch(ddp, loader, optimizer, scaler, margins, epoch, info, cfg.precision, lr_at,
                                 cfg.clip_grad, cfg.steps_per_epoch, cfg.distance)
         val = evaluate(model, val_set.images, val_set.index, val_set.types, margins, info,
@@ -133,11 +119,8 @@ def main(cfg: ExpressionConfig) -> dict:
         log.write({"epoch": epoch, **stats, **{k: v for k, v in val.items() if k.startswith("val/")}})
         print(f"[train] epoch {epoch}: loss {stats['train/loss']:.4f} train acc {stats['train/acc']:.3f} "
               f"val acc {val['val/acc']:.3f} ({time.time() - t0:.0f} s)")
-        if info.is_main:
-            save_training_state(run_dir, {"model": unwrap(ddp).state_dict(), "optimizer": optimizer.state_dict(),
-                                          "scaler": scaler.state_dict(), "epoch": epoch, "best": best,
-                                          "best_metric": best["acc"], "init_report": init_report,
-                                          "config": to_dict(cfg), "rng": rng_state()}, is_best)
+        save_run(run_dir, info, parts, epoch, is_best, best=best, best_metric=best["acc"], init_report=init_report,
+                 config=to_dict(cfg))
     train_wall_s = round(time.time() - t0, 1)
     if not val:  # trained to the end earlier, stopped before its summary: score the last weights again
         val = evaluate(model, val_set.images, val_set.index, val_set.types, margins, info,

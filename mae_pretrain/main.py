@@ -13,19 +13,13 @@ from pathlib import Path
 
 import torch
 
-from common.checkpoint import (
-    find_resume,
-    load_checkpoint,
-    rng_state,
-    save_training_state,
-    set_rng_state,
-    stop_if_diverged,
-)
+from common.checkpoint import finished_summary, resume_run, save_run, stop_if_diverged
 from common.config import to_dict
 from common.device import check_precision, make_scaler, seed_everything
-from common.dist import barrier, cleanup, init_distributed, unwrap, wrap_ddp
+from common.dist import cleanup, init_distributed, unwrap, wrap_ddp
 from common.metrics import MetricsLogger, plot_metrics
 from common.run import prepare_run_dir, write_json
+from common.seeding import set_epoch
 
 from .checkpoint_io import load_mae_checkpoint
 from .config import MAEPretrainConfig
@@ -57,31 +51,20 @@ def main(cfg: MAEPretrainConfig) -> dict:
     gen = torch.Generator().manual_seed(cfg.seed + 12345)
     val_noise = torch.rand(0 if val is None else val.shape[0], model.patch_embed.num_patches, generator=gen)
 
-    state = {"epoch": 0, "best_metric": None, "heldout_loss_first": None, "train_minutes": 0.0}
-    resume = find_resume(run_dir)
-    if resume is not None:
-        ckpt = load_checkpoint(resume)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scaler.load_state_dict(ckpt["scaler"])
-        state = {k: ckpt[k] for k in state}
-        if info.world_size == 1:
-            set_rng_state(ckpt["rng"])  # exact continuation on one process
-        else:  # one saved RNG state cannot serve every rank: fresh, distinct streams
-            seed_everything(cfg.seed + info.rank + 1000 * state["epoch"])
-        if info.is_main:
-            print(f"resumed from {resume} after epoch {state['epoch']}")
-    elif cfg.pretrained:  # a new run from a public MAE / MAE-Face file
+    parts = {"model": model, "optimizer": optimizer, "scaler": scaler}
+    ckpt = resume_run(run_dir, info, parts, cfg.seed)
+    # state["epoch"]: epochs finished (the checkpoint's "epoch" is the last finished one, 0-based)
+    state = {"epoch": ckpt["start_epoch"], "best_metric": None, "heldout_loss_first": None, "train_minutes": 0.0}
+    state.update({k: ckpt[k] for k in ("best_metric", "heldout_loss_first", "train_minutes") if k in ckpt})
+    if (done := finished_summary(run_dir, info, state["epoch"], cfg.epochs)) is not None:
+        cleanup()
+        return done
+    if state["epoch"] == 0 and cfg.pretrained:  # a new run from a public MAE / MAE-Face file
         missing, unexpected = load_mae_checkpoint(model, cfg.pretrained)
         if info.is_main:
             fresh = [k for k in missing if k.startswith(("decoder_", "mask_token"))]
             print(f"[mae] init from {cfg.pretrained}: {len(missing)} keys missing ({len(fresh)} of the decoder, "
                   f"which starts fresh), {len(unexpected)} unexpected {unexpected[:5]}")
-    if state["epoch"] >= cfg.epochs:
-        if info.is_main:
-            print(f"{run_dir}: already complete ({state['epoch']}/{cfg.epochs} epochs)")
-        cleanup()
-        return _summary(run_dir, state, cfg, None)
 
     train_model = wrap_ddp(model, info)
     if cfg.compile:
@@ -104,7 +87,7 @@ def main(cfg: MAEPretrainConfig) -> dict:
     stop_at = cfg.epochs if cfg.stop_after_epochs <= 0 else min(cfg.epochs, state["epoch"] + cfg.stop_after_epochs)
     for epoch in range(state["epoch"], stop_at):
         t0 = time.perf_counter()
-        loader.sampler.set_epoch(epoch)
+        set_epoch(loader, epoch)
         stats = train_one_epoch(train_model, loader, optimizer, scaler, epoch, cfg, device=dev, lr=lr,
                                 show_progress=info.is_main)
         val_stats = evaluate(model, val, val_noise, cfg, dev) if val is not None else {}
@@ -119,11 +102,9 @@ def main(cfg: MAEPretrainConfig) -> dict:
             if grid:
                 save_recon_grid(model, *grid, cfg.mask_ratio, run_dir / f"recon_epoch{epoch + 1:03d}.png",
                                 cfg.precision)
-            save_training_state(run_dir, {
-                "model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict(), "config": to_dict(cfg), "rng": rng_state(), **state}, is_best)
             plot_metrics(run_dir / "metrics.jsonl", run_dir / "curves.png")
-        barrier()
+        save_run(run_dir, info, parts, epoch, is_best, config=to_dict(cfg),
+                 **{k: v for k, v in state.items() if k != "epoch"})
     log.close()
     cleanup()
     return _summary(run_dir, state, cfg, last)

@@ -45,7 +45,7 @@ def main() -> None:
     info = DistInfo(0, 1, 0, torch.device("cpu"))
     encoders = {q: prepare_encoder(load_encoder(args.checkpoint), "bf16", q) for q in ("none", "int8")}
     encoders["bf16"] = encoders.pop("none")
-    _, _, (images, index, types) = build_data(cfg, info, encoders["bf16"].image_size)
+    _, (images, index, types) = build_data(cfg, info, encoders["bf16"].image_size)
     feats, embs = {}, {}
     for name, enc in encoders.items():
         with torch.inference_mode():  # as animate runs the encoder

@@ -224,7 +224,7 @@ def test_tiny_run_trains_resumes_and_loads(tmp_path, monkeypatch):
     assert summary["steps"] == 6 and (run / "checkpoint-best.pth").is_file() and (run / "samples.png").is_file()
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert len(metrics) == 2 and {"train/perceptual", "train/gan", "train/disc", "val/total"} <= set(metrics[0])
-    assert main_mod.main(cfg) is None  # already complete
+    assert main_mod.main(cfg) == summary  # already complete: the finished run's summary
     model, meta = load_decoder(run / "checkpoint-last.pth")
     assert meta["avatars"] == names and model(torch.randn(2, 24), torch.tensor([0, 2])).shape == (2, 26)
     refs = meta["references"]  # what animate checks its encoder and renderer against

@@ -232,9 +232,12 @@ def _cfg(world, out, *extra):
 def test_training_resumes_exactly_and_load_encoder_is_frozen_but_differentiable(world, tmp_path, capsys):
     from expression_finetune.main import main
 
-    full = main(_cfg(world, tmp_path / "a", "epochs=2"))
-    main(_cfg(world, tmp_path / "b", "epochs=1"))
-    resumed = main(_cfg(world, tmp_path / "b", "epochs=2"))  # continues from b's epoch 0
+    # random augmentation drawn in two persistent DataLoader workers: a resumed run still draws what an
+    # uninterrupted one draws (per-sample seeds, common/seeding.py)
+    aug = ("augment=ours", "num_workers=2")
+    full = main(_cfg(world, tmp_path / "a", "epochs=2", *aug))
+    main(_cfg(world, tmp_path / "b", "epochs=1", *aug))
+    resumed = main(_cfg(world, tmp_path / "b", "epochs=2", *aug))  # continues from b's epoch 0
     assert "resumed from" in capsys.readouterr().out
     a = torch.load(tmp_path / "a/checkpoint-last.pth", weights_only=True)["model"]
     b = torch.load(tmp_path / "b/checkpoint-last.pth", weights_only=True)["model"]
@@ -244,7 +247,7 @@ def test_training_resumes_exactly_and_load_encoder_is_frozen_but_differentiable(
     summary = json.loads((tmp_path / "a/summary.json").read_text())
     assert set(summary["per_type"]) == set(TYPE_INDEX) and 0 <= summary["triplet_acc"] <= 1
     assert summary["best_epoch"] in (0, 1) and (tmp_path / "a/checkpoint-best.pth").is_file()
-    assert main(_cfg(world, tmp_path / "a", "epochs=2")) == {}
+    assert main(_cfg(world, tmp_path / "a", "epochs=2", *aug)) == summary  # a finished run returns its summary
     assert "already complete" in capsys.readouterr().out
 
     enc = load_encoder(tmp_path / "a/checkpoint-best.pth")
@@ -344,4 +347,4 @@ def test_a_run_stopped_after_its_last_epoch_still_gets_its_summary_and_test_scor
     assert again["test"]["triplet_acc"] == first["test"]["triplet_acc"] and again["best_epoch"] == 0
     assert again["triplet_acc"] == first["triplet_acc"]  # the last weights, scored again on val
     assert (tmp_path / "r" / "summary.json").is_file()
-    assert main(_cfg(world, tmp_path / "r", "epochs=1")) == {}  # now complete
+    assert main(_cfg(world, tmp_path / "r", "epochs=1")) == again  # now complete: its summary

@@ -124,7 +124,7 @@ def test_two_process_torchrun_on_cpu(faces, tmp_path):
     assert (out / "checkpoint-last.pth").is_file()
     rec = [json.loads(s) for s in (out / "metrics.jsonl").read_text().splitlines()]
     assert rec[-1]["epoch"] == 1 and np.isfinite(rec[-1]["train/train_loss"])
-    assert load_checkpoint(out / "checkpoint-last.pth")["epoch"] == 1
+    assert load_checkpoint(out / "checkpoint-last.pth")["epoch"] == 0  # the last finished epoch, 0-based
 
 
 def test_a_new_run_starts_from_a_public_encoder_file_with_a_fresh_decoder(faces, tmp_path, capsys):

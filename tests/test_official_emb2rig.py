@@ -255,9 +255,10 @@ def _run(world: Path, out: Path, monkeypatch, *extra: str):
 
 
 def test_warm_restarts_resume_exactly(world, tmp_path, monkeypatch):
-    main_mod, cfg = _run(world, tmp_path / "straight", monkeypatch, "tensorboard=true")
+    """Also with two DataLoader workers: the resumed run's weights equal the uninterrupted run's."""
+    main_mod, cfg = _run(world, tmp_path / "straight", monkeypatch, "tensorboard=true", "num_workers=2")
     main_mod.main(cfg)
-    main_mod, cfg2 = _run(world, tmp_path / "resumed", monkeypatch)
+    main_mod, cfg2 = _run(world, tmp_path / "resumed", monkeypatch, "num_workers=2")
     main_mod.main(dataclasses.replace(cfg2, epochs=2))
     main_mod.main(cfg2)  # resumes at epoch 2
     read = lambda p: [json.loads(x) for x in (p / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
