@@ -4,8 +4,8 @@
 
 The rigs look like animation, not noise: most rows move a few controls (left/right pairs mostly
 together), some rows are the neutral. The controls are the mesh's target names; `avatar.yaml` gets
-the eye and mouth boxes (projected from the vertices the eye shapes (eyeBlink*, eyeSquint*, eyeWide*)
-and mouth shapes (mouth*, lip*; else jaw*) move most, from named parts,
+the eye and mouth boxes (projected from where the eye shapes (eyeBlink*, eyeSquint*, eyeWide*)
+and mouth shapes (mouth*, lip*; else jaw*) move their vertices, from named parts,
 or given), the face box (the projected mesh), `mesh: mesh.glb` (the rendered mesh, for test mode's
 exports) and, where controls are ARKit-named, `arkit_names`. Nothing downstream knows it was a mesh.
 """
@@ -22,7 +22,7 @@ from PIL import Image
 
 from avatar3d.arkit import arkit_map
 from avatar3d.mesh import BlendShapeMesh, write_glb
-from avatar3d.render import MeshRenderer, RenderSettings
+from avatar3d.render import Camera, MeshRenderer, RenderSettings
 
 MESH_FILE = "mesh.glb"
 _EYE = re.compile(r"eye(blink|squint|wide|lid)", re.I)
@@ -107,46 +107,47 @@ def _box(xy: np.ndarray, pad: float = 0.15) -> list[float]:
 
 
 def _moved_by(mesh: BlendShapeMesh, pattern: re.Pattern, side: int | None = None, share: float = 0.2) -> np.ndarray:
-    """Indices of the vertices the matching shapes move by at least `share` of their largest move."""
+    """(K, 3) where the matching shapes' moving vertices (moved by at least `share` of the largest move) are,
+    at the neutral and at each shape's full weight: the region those shapes move through."""
     t = [i for i, n in enumerate(mesh.target_names) if pattern.search(n) and (side is None or side_of(n) == side)]
     if not t:
-        return np.zeros(0, np.int64)
+        return np.zeros((0, 3), np.float32)
     move = np.linalg.norm(mesh.targets[t], axis=2).max(0)  # (V,)
-    return np.flatnonzero(move >= share * move.max()) if move.max() > 0 else np.zeros(0, np.int64)
+    if move.max() <= 0:
+        return np.zeros((0, 3), np.float32)
+    ids = np.flatnonzero(move >= share * move.max())
+    return np.concatenate([mesh.vertices[ids], *(mesh.vertices[ids] + mesh.targets[k, ids] for k in t)])
 
 
-def _part_vertices(mesh: BlendShapeMesh, parts: list[str]) -> np.ndarray:
+def _part_points(mesh: BlendShapeMesh, parts: list[str]) -> np.ndarray:
     missing = sorted(set(parts) - set(mesh.parts))
     if missing:
         raise ValueError(f"{mesh.source}: no parts named {missing}; it has {mesh.parts}")
-    return np.unique(mesh.faces[np.isin(mesh.face_part, [mesh.parts.index(p) for p in parts])])
+    return mesh.vertices[np.unique(mesh.faces[np.isin(mesh.face_part, [mesh.parts.index(p) for p in parts])])]
 
 
-def region_boxes(mesh: BlendShapeMesh, renderer: MeshRenderer, s: MeshAvatarSettings) -> dict:
+def region_boxes(mesh: BlendShapeMesh, camera: Camera, s: MeshAvatarSettings) -> dict:
     """Eye boxes, mouth box and face box in normalised image coordinates (see the module docstring)."""
-    def project(ids):
-        return renderer.project(mesh.vertices[ids])
-
     eyes = s.eye_boxes
     if eyes is None:
         if s.eye_parts:
-            groups = [_part_vertices(mesh, [p]) for p in s.eye_parts]
+            groups = [_part_points(mesh, [p]) for p in s.eye_parts]
         else:
             groups = [g for side in (0, 1) if len(g := _moved_by(mesh, _EYE, side))] or [_moved_by(mesh, _EYE)]
         if not all(len(g) for g in groups):
             raise ValueError(f"{mesh.source}: no eye shapes (eyeBlink*, eyeSquint*, eyeWide*) or eye parts to find "
                              "the eye boxes from; give eye_boxes or eye_parts")
-        eyes = sorted((_box(project(g)) for g in groups), key=lambda b: b[0])
+        eyes = sorted((_box(camera.project(g)) for g in groups), key=lambda b: b[0])
     mouth = s.mouth_box
     if mouth is None:
-        ids = _part_vertices(mesh, s.mouth_parts) if s.mouth_parts else _moved_by(mesh, _MOUTH, share=0.5)
-        if not len(ids) and not s.mouth_parts:
-            ids = _moved_by(mesh, _JAW, share=0.5)
-        if not len(ids):
+        pts = _part_points(mesh, s.mouth_parts) if s.mouth_parts else _moved_by(mesh, _MOUTH, share=0.5)
+        if not len(pts) and not s.mouth_parts:
+            pts = _moved_by(mesh, _JAW, share=0.5)
+        if not len(pts):
             raise ValueError(f"{mesh.source}: no mouth shapes (mouth*, lip*, jaw*) or mouth parts to find the "
                              "mouth box from; give mouth_box or mouth_parts")
-        mouth = _box(project(ids))
-    return {"eye_boxes": eyes, "mouth_box": mouth, "face_box": _box(project(np.arange(len(mesh.vertices))), 0.02)}
+        mouth = _box(camera.project(pts))
+    return {"eye_boxes": eyes, "mouth_box": mouth, "face_box": _box(camera.project(mesh.vertices), 0.02)}
 
 
 def write_mesh_avatar(mesh: BlendShapeMesh, out_dir: str | Path, s: MeshAvatarSettings | None = None) -> Path:
@@ -156,9 +157,9 @@ def write_mesh_avatar(mesh: BlendShapeMesh, out_dir: str | Path, s: MeshAvatarSe
     (out / "images").mkdir(parents=True, exist_ok=True)
     rigs = sample_rigs(mesh.target_names, s.count, np.random.default_rng(s.seed), s.mean_active,
                        s.neutral_fraction, s.pair_asymmetry)
+    boxes = region_boxes(mesh, Camera(mesh.vertices, s.render), s)
     renderer = MeshRenderer(mesh, s.render)
     try:
-        boxes = region_boxes(mesh, renderer, s)
         rows = []
         for i, rig in enumerate(rigs):
             name = f"images/{i:05d}.png"

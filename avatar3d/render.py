@@ -116,29 +116,47 @@ def _rotation(yaw_deg: float, pitch_deg: float) -> np.ndarray:
     return rx @ ry
 
 
-class MeshRenderer:
-    """Renders poses of one blend-shape mesh; see the module docstring."""
+class Camera:
+    """The fixed camera of an avatar, framed from the neutral mesh's bounds (no OpenGL needed).
 
-    def __init__(self, mesh: BlendShapeMesh, settings: RenderSettings | None = None):
-        self.mesh, self.s = mesh, settings or RenderSettings()
-        s = self.s
-        lo, hi = mesh.vertices.min(0), mesh.vertices.max(0)
+    Attributes:
+        mvp: (4, 4) model-view-projection matrix (column vectors).
+    """
+
+    def __init__(self, vertices: np.ndarray, s: RenderSettings):
+        lo, hi = vertices.min(0), vertices.max(0)
         centre, half = (lo + hi) / 2, (hi - lo) / 2
         rot = np.eye(4)
         rot[:3, :3] = _rotation(s.yaw_deg, s.pitch_deg)
         to_centre = np.eye(4)
         to_centre[:3, 3] = -centre
         t = math.tan(math.radians(s.fov_deg) / 2)
-        extent = max(half[0], half[1]) * s.margin
-        dist = extent / t + half[2]
-        near, far = max(dist - 4 * np.linalg.norm(half), 1e-3 * dist), dist + 4 * np.linalg.norm(half)
+        dist = max(half[0], half[1]) * s.margin / t + half[2]
+        reach = 4 * np.linalg.norm(half)
+        near, far = max(dist - reach, 1e-3 * dist), dist + reach
         view = np.eye(4)
         view[2, 3] = -dist
         proj = np.zeros((4, 4))
         proj[0, 0] = proj[1, 1] = 1 / t
         proj[2, 2], proj[2, 3] = -(far + near) / (far - near), -2 * far * near / (far - near)
         proj[3, 2] = -1
-        self.mvp = proj @ view @ rot @ to_centre  # (4, 4) column-vector convention
+        self.mvp = proj @ view @ rot @ to_centre
+
+    def project(self, points: np.ndarray) -> np.ndarray:
+        """(N, 3) mesh coordinates -> (N, 2) normalised image coordinates (x right, y down)."""
+        p = np.c_[points, np.ones(len(points))] @ self.mvp.T
+        ndc = p[:, :2] / p[:, 3:4]
+        return np.c_[(ndc[:, 0] + 1) / 2, (1 - ndc[:, 1]) / 2]
+
+
+class MeshRenderer:
+    """Renders poses of one blend-shape mesh; see the module docstring."""
+
+    def __init__(self, mesh: BlendShapeMesh, settings: RenderSettings | None = None):
+        self.mesh, self.s = mesh, settings or RenderSettings()
+        s = self.s
+        self.camera = Camera(mesh.vertices, s)
+        self.mvp = self.camera.mvp
         self.colors = mesh.part_colors[mesh.face_part]  # (F, 3)
 
         self.ctx = create_context()
@@ -161,9 +179,7 @@ class MeshRenderer:
 
     def project(self, points: np.ndarray) -> np.ndarray:
         """(N, 3) mesh coordinates -> (N, 2) normalised image coordinates (x right, y down)."""
-        p = np.c_[points, np.ones(len(points))] @ self.mvp.T
-        ndc = p[:, :2] / p[:, 3:4]
-        return np.c_[(ndc[:, 0] + 1) / 2, (1 - ndc[:, 1]) / 2]
+        return self.camera.project(points)
 
     def render(self, weights: dict[str, float] | np.ndarray) -> np.ndarray:
         """One pose -> (size, size, 3) uint8."""

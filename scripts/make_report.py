@@ -71,7 +71,8 @@ def collect(out: Path) -> tuple[dict, dict[str, Path]]:
         pics["Expression fine-tuning curves"] = out / "expression" / "curves.png"
     if s := load(out / "rig2img" / "summary.json"):
         rep["rig2img"] = {"mode": s["mode"], "psnr": {a: s["final"][f"val/{a}/psnr"] for a in s["avatars"]},
-                          "l1": {a: s["final"].get(f"val/{a}/l1") for a in s["avatars"]}}
+                          "l1": {a: s["final"].get(f"val/{a}/l1") for a in s["avatars"]},
+                          "region_l1": {a: s["final"].get(f"val/{a}/region_l1") for a in s["avatars"]}}
         title = "Renderer: ground truth vs render on held-out rigs, last epoch"
         pics[title] = last_png(out / "rig2img", "grid_epoch*.png")
     if t := load(out / "transfer" / "transfer.json"):
@@ -85,6 +86,7 @@ def collect(out: Path) -> tuple[dict, dict[str, Path]]:
     if s := load(out / "test_mode" / "summary.json"):
         rep["test_mode"] = {k: s[k] for k in ("input", "frames", "faces_found", "faces_found_pct", "fps",
                                                "expression_distance")}
+        rep["test_mode"]["exports"] = {k: s["outputs"].get(k, []) for k in ("glb", "livelink")}
         (out / "report").mkdir(exist_ok=True)
         pics["Test mode on a real video (input | avatars), 4 frames"] = preview_strip(
             out / "test_mode" / "preview.mp4", out / "report" / "preview_frames.png")
@@ -125,8 +127,9 @@ def markdown(rep: dict, pics: dict[str, Path], out: Path) -> str:
                       f"{e['best_epoch']}, validation accuracy {fmt(e['val_triplet_acc'])}). Single seed.", ""]
     if r := rep.get("rig2img"):
         lines += [f"## Stage 3a: neural renderer ({r['mode']})", "",
-                  "| avatar | held-out PSNR (dB) | L1 |", "|---|---|---|"]
-        lines += [f"| {a} | {fmt(p, 2)} | {fmt(r['l1'][a], 4)} |" for a, p in r["psnr"].items()] + [""]
+                  "| avatar | held-out PSNR (dB) | L1 | L1 in the eye/mouth boxes |", "|---|---|---|---|"]
+        lines += [f"| {a} | {fmt(p, 2)} | {fmt(r['l1'][a], 4)} | {fmt(r.get('region_l1', {}).get(a), 4)} |"
+                  for a, p in r["psnr"].items()] + [""]
     if d := rep.get("emb2rig"):
         cols = [("full method", "rig_mae"), ("mean rig", "baseline_mean_rig"),
                 ("rig supervision only", "baseline_rig_only"), ("one decoder per avatar", "per_avatar_decoders")]
@@ -145,6 +148,18 @@ def markdown(rep: dict, pics: dict[str, Path], out: Path) -> str:
                   f"input vs avatar render: {t['expression_distance']}.", "",
                   "The demo models never saw a real face: the crop and tracking are real, the rigs are not "
                   "meaningful transfers. Train stages 1-3 on real faces for that.", ""]
+        ex = t.get("exports", {})
+        if ex.get("glb") or ex.get("livelink"):
+            lines += [f"Animation exports: {', '.join(f'`{f}`' for f in ex.get('glb', []) + ex.get('livelink', []))} "
+                      "(glTF with the morph-weight animation at the frames' times; Live Link Face CSV).", ""]
+    if (r := rep.get("rig2img")) and "head" in r["psnr"]:
+        d = rep.get("emb2rig", {})
+        head = {c: d[k].get("head") for c, k in (("full method", "rig_mae"), ("mean rig", "baseline_mean_rig"),
+                                                 ("rig-only", "baseline_rig_only")) if k in d}
+        lines += ["## The 3-D avatar (`head`, a glTF blend-shape mesh rendered headless)", "",
+                  f"Renderer held-out PSNR {fmt(r['psnr']['head'], 2)} dB (goal >= 32), L1 {fmt(r['l1']['head'], 4)} "
+                  f"over the image and {fmt(r.get('region_l1', {}).get('head'), 4)} in its eye/mouth boxes; rig "
+                  "transfer error " + ", ".join(f"{c} {fmt(v, 4)}" for c, v in head.items()) + ". Single seed.", ""]
     lines += ["## Wall time (minutes)", "", "| step | minutes |", "|---|---|"]
     lines += [f"| {k} | {v:.2f} |" for k, v in rep["minutes"].items()] + [""]
     lines += ["## Pictures", ""]

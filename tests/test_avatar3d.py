@@ -250,3 +250,17 @@ def test_ict_facekit_imports_and_its_shapes_render():
     finally:
         r.release()
     assert np.abs(neutral.astype(int) - jaw.astype(int)).mean() > 0.5
+
+
+def test_demo_head_has_arkit_shapes_that_move_and_its_stored_boxes_match_the_mesh():
+    from avatar3d.avatar import region_boxes
+    from avatar3d.render import Camera
+    from data.demo_world.avatars import AVATARS, MESH_BOXES
+    from data.demo_world.head3d import HEAD_CONTROLS, HEAD_RENDER, build_head
+
+    mesh = build_head()
+    assert mesh.target_names == HEAD_CONTROLS == AVATARS["head"]["controls"] and len(HEAD_CONTROLS) >= 20
+    assert set(arkit_map(HEAD_CONTROLS).values()) == set(HEAD_CONTROLS)  # every control is an ARKit shape
+    assert (np.abs(mesh.targets).max(axis=(1, 2)) > 0.03).all()  # each shape moves something
+    boxes = region_boxes(mesh, Camera(mesh.vertices, HEAD_RENDER), MeshAvatarSettings())
+    assert [boxes["eye_boxes"], boxes["mouth_box"], boxes["face_box"]] == [*map(list, MESH_BOXES["head"])]

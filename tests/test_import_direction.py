@@ -1,5 +1,5 @@
 """Imports run one way: common <- data <- mae_pretrain <- expression_finetune <- emb2rig <- animate, and
-rig2img <- emb2rig; common <- avatar3d <- animate. Nothing imports scripts/ or the entry points."""
+rig2img <- emb2rig; common <- avatar3d <- data. Nothing imports scripts/ or the entry points."""
 from __future__ import annotations
 
 import ast
@@ -9,7 +9,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ALLOWED = {
     "common": set(),
     "avatar3d": {"common"},
-    "data": {"common"},
+    "data": {"common", "avatar3d"},
     "mae_pretrain": {"common", "data"},
     "expression_finetune": {"common", "data", "mae_pretrain"},
     "rig2img": {"common", "data"},

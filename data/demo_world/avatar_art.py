@@ -1,9 +1,13 @@
 """Deterministic avatar renderers: rig (n_controls,) in [0,1] -> RGB image. No randomness."""
+import dataclasses
+import functools
+
 import cv2
 import numpy as np
 
 from .avatars import AVATARS, UNIT
 from .draw import Xform, ellipse, fill, finish, gradient, lerp, line, superellipse, supersample, through
+from .head3d import HEAD_RENDER
 
 _BG = {"robot": ((40, 50, 70), (110, 120, 140)), "cat": ((250, 220, 170), (230, 150, 120)),
        "alien": ((30, 10, 60), (90, 40, 120))}
@@ -143,12 +147,23 @@ def _alien(img, xf, r):
 _DRAW = {"robot": _robot, "cat": _cat, "alien": _alien}
 
 
+@functools.lru_cache(maxsize=2)
+def _mesh_renderer(size: int):
+    """The 3-D head's renderer in this process (an OpenGL context is made per process, on first use)."""
+    from avatar3d.render import MeshRenderer
+
+    from .head3d import build_head
+    return MeshRenderer(build_head(), dataclasses.replace(HEAD_RENDER, size=size))
+
+
 def render_avatar(name: str, rig, size: int = 64) -> np.ndarray:
     """Render avatar `name` at rig (n_controls,) in [0,1] -> (size, size, 3) uint8 RGB."""
     ctrl = AVATARS[name]["controls"]
     rig = np.asarray(rig, np.float32).reshape(-1)
     if rig.shape[0] != len(ctrl):
         raise ValueError(f"avatar {name!r} has {len(ctrl)} controls, got a rig of {rig.shape[0]}")
+    if AVATARS[name]["mesh"]:
+        return _mesh_renderer(size).render(np.clip(rig, 0, 1))
     r = {c: float(np.clip(v, 0, 1)) for c, v in zip(ctrl, rig)}
     img = _bg(name, size)
     S = img.shape[0]

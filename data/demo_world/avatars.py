@@ -72,9 +72,38 @@ _RIGS = {
         ("tongue_out", 0.0, {}),
         ("head_squash", 0.5, {}),
     ],
+    # the 3-D head (`head3d.py`): ARKit-named blend shapes, the subject's own left/right as the AUs'
+    "head": [
+        ("browInnerUp", 0.0, {"brow_raise_l": 0.5, "brow_raise_r": 0.5}),
+        ("browOuterUpLeft", 0.0, {"brow_raise_l": 1.0}),
+        ("browOuterUpRight", 0.0, {"brow_raise_r": 1.0}),
+        ("browDownLeft", 0.0, {"brow_lower": 1.0}),
+        ("browDownRight", 0.0, {"brow_lower": 1.0}),
+        ("eyeBlinkLeft", 0.0, {"eye_close_l": 1.0}),
+        ("eyeBlinkRight", 0.0, {"eye_close_r": 1.0}),
+        ("eyeWideLeft", 0.0, {"eye_wide": 1.0}),
+        ("eyeWideRight", 0.0, {"eye_wide": 1.0}),
+        ("eyeSquintLeft", 0.0, {"smile_l": 0.3}),
+        ("eyeSquintRight", 0.0, {"smile_r": 0.3}),
+        ("noseSneerLeft", 0.0, {"nose_wrinkle": 1.0}),
+        ("noseSneerRight", 0.0, {"nose_wrinkle": 1.0}),
+        ("cheekPuff", 0.0, {}),
+        ("mouthSmileLeft", 0.0, {"smile_l": 1.0}),
+        ("mouthSmileRight", 0.0, {"smile_r": 1.0}),
+        ("mouthFrownLeft", 0.0, {"frown": 1.0}),
+        ("mouthFrownRight", 0.0, {"frown": 1.0}),
+        ("mouthStretchLeft", 0.0, {"lip_stretch": 1.0}),
+        ("mouthStretchRight", 0.0, {"lip_stretch": 1.0}),
+        ("mouthUpperUpLeft", 0.0, {"nose_wrinkle": 0.5, "lips_part": 0.3}),
+        ("mouthUpperUpRight", 0.0, {"nose_wrinkle": 0.5, "lips_part": 0.3}),
+        ("mouthPucker", 0.0, {"lip_pucker": 1.0}),
+        ("mouthFunnel", 0.0, {"lip_pucker": 0.35}),
+        ("jawOpen", 0.0, {"jaw_drop": 1.0, "lips_part": 0.25}),
+        ("tongueOut", 0.0, {}),
+    ],
 }
 _DISPLAY = {"robot": "Robo (square-head robot, LED face)", "cat": "Mochi (cartoon cat)",
-            "alien": "Zib (round three-eyed alien)"}
+            "alien": "Zib (round three-eyed alien)", "head": "Bo (3-D stylised head, ARKit blend shapes)"}
 # eye/mouth boxes in avatar model units (centre 0, 1 unit = UNIT of the image side)
 UNIT = 0.34
 _BOXES = {
@@ -82,6 +111,12 @@ _BOXES = {
     "cat": ([(-0.6, -0.62, -0.1, 0.05), (0.1, -0.62, 0.6, 0.05)], (-0.6, 0.18, 0.6, 1.0)),
     "alien": ([(-0.66, -0.5, -0.08, 0.2), (0.08, -0.5, 0.66, 0.2)], (-0.6, 0.22, 0.6, 1.02)),
 }
+
+
+# the 3-D head's boxes are found by projection (avatar3d.avatar.region_boxes, default camera; a test keeps
+# these in step with the mesh): normalised [x0, y0, x1, y1]
+MESH_BOXES = {"head": ([[0.2878, 0.3259, 0.4708, 0.5266], [0.5292, 0.3259, 0.7122, 0.5266]],
+                       [0.2833, 0.5398, 0.7167, 0.8162], [0.1701, 0.09, 0.8299, 0.91])}
 
 
 def _norm_box(b):
@@ -95,11 +130,15 @@ def _spec(name):
     for i, (_, _, w) in enumerate(ctrl):
         for au, x in w.items():
             W[i, AU_INDEX[au]] = x
-    eyes, mouth = _BOXES[name]
+    if name in MESH_BOXES:
+        eye_boxes, mouth_box, _ = MESH_BOXES[name]
+    else:
+        eyes, mouth = _BOXES[name]
+        eye_boxes, mouth_box = [_norm_box(b) for b in eyes], _norm_box(mouth)
     return dict(name=name, display_name=_DISPLAY[name], controls=[c[0] for c in ctrl],
                 neutral=np.array([c[1] for c in ctrl], np.float32), W=W,
                 unmapped=[c[0] for c in ctrl if not c[2]], weights={c[0]: dict(c[2]) for c in ctrl},
-                eye_boxes=[_norm_box(b) for b in eyes], mouth_box=_norm_box(mouth))
+                eye_boxes=eye_boxes, mouth_box=mouth_box, mesh=name in MESH_BOXES)
 
 
 AVATARS = {n: _spec(n) for n in _RIGS}

@@ -9,13 +9,15 @@ import cv2
 import numpy as np
 import yaml
 
+from avatar3d.mesh import write_glb
 from data.face_track import FACE_BOXES_FILE
 
 from .actors import render_actor, sample_identity, sample_pose
 from .avatar_art import render_avatar
-from .avatars import AVATARS, UNIT, au_to_rig, correspondence_json, sample_rig
+from .avatars import AVATARS, MESH_BOXES, UNIT, au_to_rig, correspondence_json, sample_rig
 from .contact_sheet import make_contact_sheet
 from .expressions import AU_NAMES, EXPRESSION_CLASSES, sample_expression
+from .head3d import build_head
 from .triplets import URL_FMT, inject_errors, raw_rows, sample_triplets, validation_triplets
 
 PRESETS = {
@@ -27,8 +29,9 @@ PRESETS = {
                   avatar_trip_train=1500, avatar_trip_test=300, eval_train_actors=20),
 }
 # bumped when the same preset and seed give different files (2: 128 px faces, 60k triplets; 3: adds the
-# validation triplets triplets/val.csv + fec_val.csv, every version-2 file but world.json is unchanged)
-WORLD_VERSION = 3
+# validation triplets triplets/val.csv + fec_val.csv, every version-2 file but world.json is unchanged;
+# 4: adds the 3-D head avatar, which also changes the triplets that mix in avatar renders)
+WORLD_VERSION = 4
 K_IDENTITY, K_FACE, K_AVATAR, K_AVTRIP, K_TRIPLET, K_RAW = 1, 2, 3, 4, 5, 6
 K_VAL_TRIPLET, K_VAL_RAW = 7, 8  # streams of their own: the validation triplets leave every other draw as it was
 AVATAR_NAMES = list(AVATARS)
@@ -78,6 +81,8 @@ def _avtrip_task(t):
 
 def _avatar_face_box(name: str) -> list[float]:
     """The avatar's head box (the renders are frontal with a fixed framing): [x0, y0, x1, y1]."""
+    if name in MESH_BOXES:
+        return MESH_BOXES[name][2]
     h = UNIT * _HEAD[name]
     return [float(v) for v in np.clip([0.5 - h, 0.5 - h, 0.5 + h, 0.5 + h], 0, 1)]
 
@@ -147,6 +152,9 @@ def make_world(out_dir, preset: str = "tiny", seed: int = 0, image_size: int = 6
              [[f"images/{i:05d}.png"] + _f4(rigs[ai * n + i]) for i in range(n)])
         meta = dict(display_name=s["display_name"], controls=s["controls"], image_size=image_size,
                     eye_boxes=s["eye_boxes"], mouth_box=s["mouth_box"], face_box=_avatar_face_box(nm))
+        if s["mesh"]:  # the 3-D head: its mesh beside it, for test mode's .glb export
+            write_glb(root / f"avatars/{nm}/mesh.glb", build_head())
+            meta["mesh"] = "mesh.glb"
         (root / f"avatars/{nm}/avatar.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
 
     # --- face boxes of the actor faces (stage 3b and the embedding plot crop them as stage 2 does)
