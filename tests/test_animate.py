@@ -342,3 +342,37 @@ def test_preview_of_a_container_that_reports_1000_fps_stays_short(world, monkeyp
     s = run(world, monkeypatch, f"test.input={clip}", f"test.out_dir={tmp_path / 'out'}")
     n = len(list(VideoReader(tmp_path / "out" / "preview.mp4")))
     assert s["frames"] == 8 and abs(n - 60 * 1.0) <= 2
+
+
+def test_mesh_avatar_gets_a_glb_and_live_link_export_that_match_its_csv(world, monkeypatch, tmp_path):
+    """An avatar folder with `mesh:` and `arkit_names:` makes animate write `<avatar>.glb` (one keyframe per
+    frame at the CSV's times, the CSV's values) and `<avatar>_livelink.csv`; the others get neither."""
+    from pygltflib import GLTF2
+
+    from avatar3d.arkit import read_livelink_csv
+    from avatar3d.mesh import BlendShapeMesh, _accessor, write_glb
+
+    avatars = tmp_path / "avatars"
+    (avatars / "robot").mkdir(parents=True)
+    verts = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0]], np.float32)
+    targets = np.stack([np.full_like(verts, 0.1 * (i + 1)) for i in range(3)])
+    mesh = BlendShapeMesh(verts, np.array([[0, 1, 2]], np.int32), targets, CONTROLS[0][::-1], np.zeros(1, np.int32))
+    write_glb(avatars / "robot" / "mesh.glb", mesh)
+    (avatars / "robot" / "avatar.yaml").write_text("mesh: mesh.glb\narkit_names: {robot_c0: jawOpen, robot_c2: "
+                                                   "EyeBlinkLeft}\n")
+    out = tmp_path / "out"
+    summary = run(world, monkeypatch, f"test.out_dir={out}", f"test.avatars_root={avatars}")
+    assert summary["outputs"]["glb"] == ["robot.glb"] and summary["outputs"]["livelink"] == ["robot_livelink.csv"]
+    assert any("cat" in n for n in summary["export_notes"])  # no folder for cat: said so
+    header, rows = read_csv(out / "robot.csv")
+    gltf = GLTF2().load(str(out / "robot.glb"))
+    sampler = gltf.animations[0].samplers[0]
+    keys = _accessor(gltf, sampler.input, out).ravel()
+    weights = _accessor(gltf, sampler.output, out).reshape(len(keys), 3)
+    np.testing.assert_allclose(keys, rows[:, 1], atol=1e-3)  # the CSV rounds times to 0.1 ms
+    np.testing.assert_allclose(weights, rows[:, [4, 3, 2]], atol=1e-4)  # targets in reverse control order
+    codes, cols = read_livelink_csv(out / "robot_livelink.csv")
+    assert len(codes) == T and codes[0] == "00:00:00:00.000" and codes[1] == "00:00:00:01.000"
+    np.testing.assert_allclose(cols["JawOpen"], rows[:, 2], atol=1e-4)
+    np.testing.assert_allclose(cols["EyeBlinkLeft"], rows[:, 4], atol=1e-4)
+    assert (cols["MouthSmileLeft"] == 0).all()
