@@ -7,9 +7,10 @@ PY := $(VENV)/bin/python
 .PHONY: setup demo test lint clean
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt pyproject.toml
+$(VENV)/.installed: requirements.txt requirements-mediapipe.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -r requirements.txt
+	-$(PY) -m pip install -q --no-deps -r requirements-mediapipe.txt  # optional MediaPipe baseline; the rest works without it
 	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 

@@ -22,6 +22,7 @@ from data.smoothing import SmoothingConfig
 from emb2rig.config import Emb2RigConfig
 
 QUANTIZE = ("none", "int8")  # encoder settings for inference (`animate.inference.prepare`)
+DRIVERS = ("freeavatar", "mediapipe")  # what turns a face into rigs (`AnimateSettings.driver`)
 GLOB_CHARS = "*?["  # an input holding one of these (and not an existing path) is a glob pattern
 
 
@@ -64,6 +65,11 @@ class AnimateSettings:
         threads: CPU threads (0 = PyTorch's default, the physical cores; `common.device.setup_cpu`).
         avatars_root: the avatar folders, read for the exports (`animate.exports`: a `.glb` for a mesh avatar,
             a Live Link Face CSV for ARKit-named controls; '' = the folders the stage-3b run was trained on).
+        driver: 'freeavatar' (the encoder + rig decoder), or 'mediapipe': the baseline users would pick
+            instead, MediaPipe's 52 ARKit blend-shape scores of the whole frame retargeted by name onto every
+            ARKit-named avatar (other controls stay at 0), then the same smoothing, renders and exports
+            (`animate.mediapipe_face`; optional install, see the README).
+        mediapipe_model: face_landmarker.task for driver=mediapipe ('' = `.cache/models/face_landmarker.task`).
     """
     input: str = ""
     out_dir: str = ""
@@ -86,9 +92,12 @@ class AnimateSettings:
     quantize: str = "none"
     threads: int = 0
     avatars_root: str = ""
+    driver: str = "freeavatar"
+    mediapipe_model: str = ""
 
     def __post_init__(self):
         check_choice("face", self.face, FACE_PICKS)
+        check_choice("driver", self.driver, DRIVERS)
         check_choice("quantize", self.quantize, QUANTIZE)
         if self.batch_size < 1 or min(self.expression_distance_every, self.max_frames, self.count_faces_every,
                                       self.prefetch + 1) < 0:

