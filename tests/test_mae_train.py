@@ -48,10 +48,11 @@ def _cfg(faces: Path, out: Path, *extra: str) -> MAEPretrainConfig:
 
 
 def test_resume_reaches_same_weights(faces, tmp_path):
-    straight = main(_cfg(faces, tmp_path / "a"))
-    part = main(_cfg(faces, tmp_path / "b", "stop_after_epochs=1"))
+    """With crops and flips drawn in two persistent DataLoader workers (per-sample seeds, common/seeding.py)."""
+    straight = main(_cfg(faces, tmp_path / "a", "num_workers=2"))
+    part = main(_cfg(faces, tmp_path / "b", "stop_after_epochs=1", "num_workers=2"))
     assert part["epochs"] == 1
-    resumed = main(_cfg(faces, tmp_path / "b"))
+    resumed = main(_cfg(faces, tmp_path / "b", "num_workers=2"))
     assert straight["epochs"] == resumed["epochs"] == 2
     sa = load_checkpoint(tmp_path / "a" / "checkpoint-last.pth")["model"]
     sb = load_checkpoint(tmp_path / "b" / "checkpoint-last.pth")["model"]
