@@ -54,7 +54,8 @@ def _mean(values) -> float | None:
 
 def compare_curves(a: dict[str, np.ndarray], b: dict[str, np.ndarray], fps: float, min_std: float = 0.02) -> dict:
     """Per ARKit name in both `a` (ours) and `b` (theirs): std of each, whether it moves, corr, jitter of each;
-    then the means over the controls that move in either curve and the L/R-averaged headline curves.
+    then the mean corr over the controls that move in either curve, the mean jitters over those that move in
+    both, and the headline figures of the L/R-averaged curves.
 
     Args:
         a, b: {ARKit name: (T,) curve}, NaN where a frame has no value (no face).
@@ -70,7 +71,7 @@ def compare_curves(a: dict[str, np.ndarray], b: dict[str, np.ndarray], fps: floa
         per[n] = {"std_a": float(x.std()), "std_b": float(y.std()), "moves": bool(max(x.std(), y.std()) >= min_std),
                   "corr": pearson(x, y), "jitter_a": jitter(x, fps), "jitter_b": jitter(y, fps)}
     moving = [n for n in names if per[n]["moves"]]
-    both = [n for n in moving if per[n]["jitter_a"] is not None and per[n]["jitter_b"] is not None]
+    both = [n for n in moving if min(per[n]["std_a"], per[n]["std_b"]) >= min_std]  # jitter of a still curve is noise
     headline = {}
     for key, group in HEADLINE.items():
         if all(n in per for n in group):

@@ -37,7 +37,7 @@ def find_model(path: str | Path = "") -> Path:
     return p
 
 
-def available(model: str | Path = "") -> str | None:
+def unavailable(model: str | Path = "") -> str | None:
     """None when mediapipe imports and the model is there, else why not (for skips and notes)."""
     try:
         import mediapipe  # noqa: F401

@@ -6,7 +6,9 @@
 
 Steps: make the world -> stage 1 MAE -> stage 2 expression encoder (+ the same budget from random
 init) -> stage 3a renderer -> stage 3b decoder and its evaluation against baselines on held-out
-actors -> test mode on a real face video shipped inside a PyPI package -> REPORT.md/report.json.
+actors -> test mode on a real face video shipped inside a PyPI package -> the same video driven by
+MediaPipe's blend shapes and compared with ours (skipped, with a note, when mediapipe is not installed:
+requirements-mediapipe.txt) -> REPORT.md/report.json.
 Each step runs as its own process, with the same command a user would type; each stage loads the
 previous stage's checkpoint through its public loader. A step whose outputs are complete is
 skipped, and an interrupted training step resumes from its last checkpoint.
@@ -18,11 +20,13 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from animate.mediapipe_face import unavailable as mediapipe_missing  # noqa: E402
 from data.demo_world.world import WORLD_VERSION  # noqa: E402
 
 PY = sys.executable
@@ -36,6 +40,7 @@ class Step:
     done: Path  # the file whose existence means the step is complete
     baseline: bool = False  # skipped with --no-baselines
     needs: str = ""  # text that `done` must contain to count as complete
+    missing: Callable[[], str | None] | None = None  # why the step cannot run here (then it is skipped), or None
 
     def complete(self) -> bool:
         return self.done.is_file() and (not self.needs or self.needs in self.done.read_text())
@@ -86,6 +91,9 @@ def steps(out: Path, world: Path, baselines: bool, video: Path | None = None, qu
         Step("test_mode", [PY, "animate.py", str(video), "--pretrained", str(out / "emb2rig" / "checkpoint-best.pth"),
                            "--out", str(out / "test_mode"), *q["test_mode"]],
              out / "test_mode" / "summary.json"),
+        Step("mediapipe", [PY, "scripts/compare_mediapipe.py", str(out / "test_mode"), "--avatar", "head",
+                           "--out", str(out / "mediapipe")],
+             out / "mediapipe" / "comparison.json", missing=mediapipe_missing),
     ]
 
 
@@ -130,6 +138,9 @@ def main() -> None:
             continue
         if step.complete():
             print(f"[demo] {step.name}: complete ({step.done} exists), skipping")
+            continue
+        if step.missing is not None and (why := step.missing()):
+            print(f"[demo] {step.name}: skipped: {why}")
             continue
         minutes[step.name] = run(step.cmd)
         times_path.write_text(json.dumps(minutes, indent=2))

