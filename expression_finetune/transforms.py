@@ -18,12 +18,24 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from PIL import Image, ImageOps
 from torchvision import transforms as T
 
 from data.images import FACE_MEAN, FACE_STD, eval_transform, normalize
 
 __all__ = ["build_train_transform", "official_train_transform", "train_transform", "eval_transform",
            "preprocess_tensor"]
+
+
+def posterize(img: Image.Image, bits_to_keep: int, **_) -> Image.Image:
+    """timm's RandAugment posterize, for 0 bits too: 'PosterizeIncreasing' keeps 0 bits at magnitude 10
+    (reached with 'mstd0.5'), which Pillow 13 refuses with a ValueError that ends the run, and which older
+    Pillow turned into a black image; this returns that black image."""
+    if bits_to_keep >= 8:
+        return img
+    if bits_to_keep < 1:
+        return Image.new(img.mode, img.size)
+    return ImageOps.posterize(img, bits_to_keep)
 
 
 def official_train_transform(size: int, crop_scale=(0.08, 1.0), crop_ratio=(7 / 8, 8 / 7),
@@ -39,8 +51,11 @@ def official_train_transform(size: int, crop_scale=(0.08, 1.0), crop_ratio=(7 / 
         reprob: random-erasing probability ('pixel' mode, one box, as the official call).
         hflip: horizontal-flip probability (the official call leaves timm's 0.5; see the module docstring).
     """
-    from timm.data import create_transform  # timm is only needed for this transform
+    from timm.data import auto_augment as timm_augment  # timm is only needed for this transform
+    from timm.data import create_transform
 
+    for name in ("Posterize", "PosterizeIncreasing", "PosterizeOriginal"):  # Pillow 13 refuses 0 bits
+        timm_augment.NAME_TO_OP[name] = posterize
     return create_transform(input_size=size, is_training=True, scale=tuple(crop_scale), ratio=tuple(crop_ratio),
                             hflip=hflip, color_jitter=None, auto_augment=auto_augment, interpolation="bicubic",
                             re_prob=reprob, re_mode="pixel", re_count=1, mean=FACE_MEAN, std=FACE_STD)

@@ -143,6 +143,21 @@ def test_official_augmentation_is_timms_policy_with_the_official_arguments():
     assert deterministic and "RandAugment" not in str(demo)
 
 
+def test_official_augmentation_survives_the_top_magnitude():
+    """'PosterizeIncreasing' at magnitude 10 keeps 0 bits: Pillow 13 raises on it (a run of the paper config
+    ended in a DataLoader worker after a few hundred images); ours gives the black image older Pillow gave."""
+    from PIL import Image
+    from timm.data.auto_augment import AugmentOp
+
+    tf, _ = build_train_transform(load_config(ExpressionConfig, [PAPER]), 32)
+    face = Image.new("RGB", (40, 40), (200, 120, 90))
+    assert tf(face).shape == (3, 32, 32)
+    for name in ("PosterizeIncreasing", "Posterize", "PosterizeOriginal"):
+        for magnitude in (0, 5, 10):
+            AugmentOp(name, prob=1.0, magnitude=magnitude)(face)
+    assert AugmentOp("PosterizeIncreasing", prob=1.0, magnitude=10)(face).getpixel((0, 0)) == (0, 0, 0)
+
+
 def _reference_loss(emb: torch.Tensor, types: torch.Tensor) -> torch.Tensor:
     """The official per-sample loop: crit(a, p, n) + crit(p, a, n), summed, divided by the batch size."""
     total = 0
