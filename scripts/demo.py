@@ -92,7 +92,8 @@ def steps(out: Path, world: Path, baselines: bool, video: Path | None = None, qu
                            "--out", str(out / "test_mode"), *q["test_mode"]],
              out / "test_mode" / "summary.json"),
         Step("mediapipe", [PY, "scripts/compare_mediapipe.py", str(out / "test_mode"), "--avatar", "head",
-                           "--out", str(out / "mediapipe")],
+                           "--out", str(out / "mediapipe"), "--world", str(world),
+                           "--transfer", str(out / "transfer" / "transfer.json")],
              out / "mediapipe" / "comparison.json", missing=mediapipe_missing),
     ]
 

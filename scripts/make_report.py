@@ -93,7 +93,7 @@ def collect(out: Path) -> tuple[dict, dict[str, Path]]:
     if c := load(out / "mediapipe" / "comparison.json"):  # scripts/compare_mediapipe.py
         rep["mediapipe"] = {"clip": {k: c["clip"][k] for k in ("headline", "mean_corr_moving", "jitter_a_mean",
                                                                "jitter_b_mean", "moving", "frames")},
-                            "driver_jitter_mean": c.get("driver_jitter_mean"),
+                            "driver_jitter_mean": c.get("driver_jitter_mean"), "world": c.get("world"),
                             "stills_ok": {side: sum(r["ok"] for r in c["stills"][side]["checks"])
                                           for side in ("ours", "mediapipe") if side in c.get("stills", {})}}
         pics["Against MediaPipe: input | ours | MediaPipe-driven (head), 4 frames"] = \
