@@ -3,7 +3,7 @@
     avatars = load_avatars("outputs/demo/world/avatars")        # every avatar folder, sorted
     ds = AvatarRigDataset(avatars, image_size=64, split="train", val_fraction=0.1)
     batch = ds.__getitems__([0, 1, 2])  # {'rig', 'mask': (3, max_n), 'avatar', 'skipped': (3,),
-                                        #  'image': uint8 (3, 3, H, W)}
+                                        #  'image': uint8 (3, 3, H, W), 'bad': 3 strings}
 
 `rigs.csv` has the header `image,<control_1>,...,<control_n>` (image paths relative to the
 avatar folder, values in [0, 1]); `avatar.yaml` holds `display_name`, optionally `controls`
@@ -16,12 +16,10 @@ The held-out split is deterministic and independent of row order: a row is held 
 stable hash (CRC32) of its image path falls below `val_fraction`.
 
 A row whose image cannot be decoded takes the rig and image of the next readable row of the same
-avatar (same split), is flagged in `skipped` (its batches carry the flag, the engine counts it) and
-its file is listed in `unreadable`.
+avatar (same split) and is flagged in its batch (`skipped`, `bad`: the engine counts and names it).
 """
 from __future__ import annotations
 
-import bisect
 import csv
 import zlib
 from dataclasses import dataclass, field
@@ -33,7 +31,8 @@ from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
 from common.config import read_yaml_mapping
-from data.images import UnreadableImageError, load_rgb, main_process
+from data.images import UnreadableImageError, first_readable, load_rgb, main_process
+from data.loading import PathArray, use_cache
 
 RIGS_FILE, AVATAR_FILE = "rigs.csv", "avatar.yaml"
 
@@ -159,81 +158,103 @@ def box_mask(boxes: list[list[float]], size: int) -> torch.Tensor:
 
 
 class AvatarRigDataset(Dataset):
-    """(rig, image) pairs of several avatars, decoded once into an in-memory uint8 cache.
+    """(rig, image) pairs of several avatars; streams: it holds the rigs and file paths, and decodes an image
+    when its row is asked for (in the DataLoader worker), or all of them once with `cache`.
 
     Rigs of different sizes are padded with zeros to the largest avatar's size; `mask` marks the
     real entries. Use `__getitems__` (the DataLoader calls it) to fetch stacked batches.
-    An unreadable image's row repeats the next readable row of its avatar, flagged in `skipped` (N,).
+    An unreadable image's row is served as the next readable row of its avatar (its rig and image),
+    flagged in the batch's `skipped` and `bad` (the unreadable file; '' for the others).
 
     Args:
         avatars: from `load_avatars`.
         image_size: images are resized (area) to this square size.
         split: 'train' (rows not held out), 'val' (held out) or 'all'.
         val_fraction: share of rows held out, chosen by a stable hash of the image path.
+        cache: decode every image once into memory (small worlds; ignored under torchrun, `data.loading.use_cache`).
     """
 
-    def __init__(self, avatars: list[Avatar], image_size: int, split: str = "train", val_fraction: float = 0.1):
+    def __init__(self, avatars: list[Avatar], image_size: int, split: str = "train", val_fraction: float = 0.1,
+                 cache: bool = False):
         if split not in ("train", "val", "all"):
             raise ValueError(f"split must be 'train', 'val' or 'all', got '{split}'")
-        self.avatars, self.image_size = avatars, image_size
+        self.avatars, self.image_size, self.split = avatars, image_size, split
         self.max_controls = max(len(a.controls) for a in avatars)
-        rigs, avatar_idx, images, self.unreadable = [], [], [], []
+        rigs, avatar_idx, files = [], [], []
         for k, a in enumerate(avatars):
             for path, rig in zip(a.images, a.rigs):
                 held = is_held_out(path.relative_to(a.root).as_posix(), val_fraction)
                 if split == "all" or held == (split == "val"):
                     rigs.append(np.pad(rig, (0, self.max_controls - len(rig))))
                     avatar_idx.append(k)
-                    try:
-                        images.append(self._decode(path))
-                    except UnreadableImageError:
-                        images.append(None)
-                        self.unreadable.append(str(path))
+                    files.append(path)
         if not rigs:
             raise ValueError(f"split '{split}' is empty (val_fraction={val_fraction}); use more rows "
                              f"or a different val_fraction")
-        self.skipped = torch.tensor([im is None for im in images])  # (N,) bool
-        if self.unreadable:
-            self._replace_unreadable(rigs, avatar_idx, images, split)
+        self.files = PathArray(files)
         self.rig = torch.from_numpy(np.stack(rigs))  # (N, max_n)
         self.avatar = torch.tensor(avatar_idx, dtype=torch.long)  # (N,)
         n_ctrl = torch.tensor([len(a.controls) for a in avatars])
         self.mask = (torch.arange(self.max_controls)[None] < n_ctrl[self.avatar][:, None]).float()  # (N, max_n)
-        self.image = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()  # (N, 3, H, W) uint8
+        self._rows = [torch.nonzero(self.avatar == k).flatten().numpy() for k in range(len(avatars))]  # per avatar
+        self._pos = np.zeros(len(files), np.int64)  # row -> its place among its avatar's rows
+        for rows in self._rows:
+            self._pos[rows] = np.arange(len(rows))
+        self.unreadable: list[str] = []  # met in this process (DataLoader workers keep their own)
+        self._bad: set[str] = set()
+        self._cache = self._decode_all() if use_cache(cache, "avatar renders") else None
 
-    def _replace_unreadable(self, rigs: list, avatar_idx: list[int], images: list, split: str) -> None:
-        """Give each unreadable row (image None) the rig and image of the next readable row of its avatar."""
-        for k, a in enumerate(self.avatars):
-            rows = [j for j, v in enumerate(avatar_idx) if v == k]
-            good = [j for j in rows if images[j] is not None]
-            if rows and not good:
-                raise RuntimeError(f"none of the {len(rows)} images of avatar '{a.name}' ({split} rows) under {a.root} "
-                                   "can be read (corrupt or not images); fix or re-render them")
-            for j in rows:
-                if images[j] is None:  # the first readable row after j, wrapping around
-                    src = good[bisect.bisect(good, j) % len(good)]
-                    rigs[j], images[j] = rigs[src], images[src]
-        share = len(self.unreadable) / len(images)
-        if main_process():
-            print(f"[data] {len(self.unreadable)} of {len(images)} avatar images ({share:.2%}, {split} rows) could "
-                  f"not be read (corrupt image); each row repeats the next readable row of its avatar: "
-                  f"{', '.join(self.unreadable[:3])}{' ...' if len(self.unreadable) > 3 else ''}", flush=True)
-
-    def _decode(self, path: Path) -> np.ndarray:
-        img = load_rgb(path)
+    def _decode(self, j: int) -> np.ndarray:
+        path = self.files[j]
+        if path in self._bad:  # known bad in this process: do not decode it again
+            raise UnreadableImageError(path)
+        try:
+            img = load_rgb(path)
+        except UnreadableImageError:
+            self._bad.add(path)
+            self.unreadable.append(path)
+            raise
         if img.size != (self.image_size, self.image_size):
             img = img.resize((self.image_size, self.image_size), Image.Resampling.BOX)
         return np.asarray(img, np.uint8)  # (H, W, 3)
 
+    def read(self, j: int) -> tuple[int, np.ndarray]:
+        """(the row served for row j, its image (H, W, 3) uint8): j itself, or when its image is unreadable
+        the next readable row of the same avatar (wrapping around)."""
+        a = int(self.avatar[j])
+        rows = self._rows[a]
+        where = lambda: f"{self.avatars[a].root} (avatar '{self.avatars[a].name}', {self.split} rows)"
+        (src, img), _ = first_readable(lambda p: (int(rows[p]), self._decode(int(rows[p]))), int(self._pos[j]),
+                                       len(rows), where)
+        return src, img
+
+    def _decode_all(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(served row (N,), images (N, 3, H, W) uint8) of every row, decoded once."""
+        src, images = zip(*(self.read(j) for j in range(len(self))))
+        if self.unreadable and main_process():
+            n, share = len(self.unreadable), len(self.unreadable) / len(self)
+            print(f"[data] {n} of {len(self)} avatar images ({share:.2%}, {self.split} rows) could not be read "
+                  f"(corrupt image); each row repeats the next readable row of its avatar: "
+                  f"{', '.join(self.unreadable[:3])}{' ...' if n > 3 else ''}", flush=True)
+        return torch.tensor(src), torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+
     def __len__(self) -> int:
         return len(self.rig)
 
-    def __getitems__(self, idx: list[int]) -> dict[str, torch.Tensor]:
-        i = torch.as_tensor(idx, dtype=torch.long)
-        return {"rig": self.rig[i], "mask": self.mask[i], "avatar": self.avatar[i], "image": self.image[i],
-                "skipped": self.skipped[i]}
+    def __getitems__(self, idx: list[int]) -> dict:
+        """A stacked batch: 'rig', 'mask' (B, max_n), 'avatar' (B,), 'image' (B, 3, H, W) uint8,
+        'skipped' (B,) bool and 'bad' (B strings: the unreadable file, or '')."""
+        if self._cache is not None:
+            i = torch.as_tensor(idx, dtype=torch.long)
+            src, image = self._cache[0][i], self._cache[1][i]
+        else:
+            src, image = zip(*(self.read(j) for j in idx))
+            src, image = torch.tensor(src), torch.from_numpy(np.stack(image)).permute(0, 3, 1, 2)
+        skipped = src != torch.as_tensor(idx)
+        return {"rig": self.rig[src], "mask": self.mask[src], "avatar": self.avatar[src], "image": image,
+                "skipped": skipped, "bad": [self.files[j] if s else "" for j, s in zip(idx, skipped.tolist())]}
 
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+    def __getitem__(self, i: int) -> dict:
         return {k: v[0] for k, v in self.__getitems__([i]).items()}
 
     def indices_of(self, avatar: int) -> torch.Tensor:

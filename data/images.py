@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from PIL import Image, UnidentifiedImageError
@@ -23,7 +24,8 @@ from torch.utils.data import Dataset
 from torchvision import transforms as T
 
 from data.face_track import crop_face, read_face_boxes
-from data.video import IMAGE_EXTS, image_files
+from data.loading import PathArray
+from data.video import IMAGE_EXTS, image_paths
 
 # Face-image statistics used by MAE-Face and FreeAvatar (RGB, [0,1] scale).
 FACE_MEAN = (0.49895, 0.41044, 0.36561)
@@ -40,16 +42,32 @@ class UnreadableImageError(OSError):
         self.path = str(path)
 
 
-def list_images(root: str | Path) -> list[Path]:
-    """All images under `root` (any depth), sorted; a missing or empty folder is an error."""
-    root = Path(root)
-    if not root.is_dir():
+def list_image_paths(root: str | Path) -> list[str]:
+    """All images under `root` (any depth), sorted, as strings (`data.video.image_paths`); a missing or empty
+    folder is an error."""
+    if not Path(root).is_dir():
         raise FileNotFoundError(f"image folder '{root}' does not exist; set the data path in your config "
                                 f"(or make the demo world: python scripts/make_demo_data.py --out DIR)")
-    files = image_files(root)
+    files = image_paths(root)
     if not files:
         raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTS)}) found under '{root}'")
     return files
+
+
+def list_images(root: str | Path) -> list[Path]:
+    """`list_image_paths(root)` as `Path` objects."""
+    return [Path(p) for p in list_image_paths(root)]
+
+
+def box_array(files, boxes: dict) -> np.ndarray:
+    """(N, 4) float64 face boxes of `files` from {file: box} (`read_face_boxes`; float64 keeps every crop exactly as
+    the CSV's numbers give it); NaN rows: no box."""
+    out = np.full((len(files), 4), np.nan)
+    if boxes:
+        for i, f in enumerate(files):
+            if (b := boxes.get(Path(f))) is not None:
+                out[i] = b
+    return out
 
 
 def load_rgb(path: str | Path) -> Image.Image:
@@ -113,11 +131,14 @@ def report_unreadable(where: str, n_skipped: int, n_seen: int, names: list[str],
         print(f"[data] {line} (e.g. {first})", flush=True)
 
 
-def load_face(path: Path, boxes: dict, margin: float | None) -> Image.Image:
-    """`load_rgb(path)`, cropped to the square face crop (`data.face_track`) when `boxes` has the file;
-    raises `UnreadableImageError` when the file cannot be decoded."""
+def load_face(path: str | Path, box, margin: float | None) -> Image.Image:
+    """`load_rgb(path)`, cropped to the square face crop (`data.face_track`) around `box` (normalised
+    x0, y0, x1, y1; None or NaN = the whole image) when `margin` is a number; raises `UnreadableImageError`
+    when the file cannot be decoded."""
     img = load_rgb(path)
-    return crop_face(img, boxes[path], margin) if path in boxes else img
+    if margin is None or box is None or np.isnan(box[0]):
+        return img
+    return crop_face(img, tuple(float(v) for v in box), margin)
 
 
 def normalize() -> T.Normalize:
@@ -138,7 +159,8 @@ def denormalize(x: torch.Tensor) -> torch.Tensor:
 
 
 class ImageFolderDataset(Dataset):
-    """Every image under one or more folders, for unlabeled training (stage 1, stage 3b faces).
+    """Every image under one or more folders, for unlabeled training (stage 1); streams: only the file list
+    and the face boxes are held, each image is decoded when asked for (in the DataLoader worker).
 
     An unreadable file is replaced by the next readable one (`first_readable`); `load(i)` also says
     whether that happened, and `skipped` holds the unreadable files met in this process.
@@ -153,9 +175,9 @@ class ImageFolderDataset(Dataset):
     def __init__(self, roots: str | Path | list, transform: Callable | None = None, crop_margin: float | None = None):
         roots = roots if isinstance(roots, (list, tuple)) else [roots]
         self.roots = [str(r) for r in roots]
-        self.files = [p for r in roots for p in list_images(r)]
+        self.files = PathArray(p for r in roots for p in list_image_paths(r))
         self.transform, self.crop_margin = transform, crop_margin
-        self.boxes = read_face_boxes(roots) if crop_margin is not None else {}
+        self.boxes = box_array(self.files, read_face_boxes(roots) if crop_margin is not None else {})  # (N, 4)
         self.skipped: set[str] = set()  # per process: DataLoader workers keep their own
 
     def __len__(self) -> int:
@@ -163,12 +185,12 @@ class ImageFolderDataset(Dataset):
 
     def _open(self, j: int) -> Image.Image:
         path = self.files[j]
-        if str(path) in self.skipped:  # known bad in this process: do not decode it again
+        if path in self.skipped:  # known bad in this process: do not decode it again
             raise UnreadableImageError(path)
         try:
-            return load_face(path, self.boxes, self.crop_margin)
+            return load_face(path, self.boxes[j], self.crop_margin)
         except UnreadableImageError:
-            self.skipped.add(str(path))
+            self.skipped.add(path)
             raise
 
     def load(self, i: int) -> tuple[Image.Image, str]:

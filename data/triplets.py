@@ -30,11 +30,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from data.face_track import crop_face
 from data.images import UnreadableImageError, common_folder, first_readable, load_rgb
+from data.loading import PathArray, use_cache
 
 TRIPLET_TYPES = ("ONE_CLASS_TRIPLET", "TWO_CLASS_TRIPLET", "THREE_CLASS_TRIPLET")
 TYPE_INDEX = {t: i for i, t in enumerate(TRIPLET_TYPES)}
@@ -199,15 +201,17 @@ def crop_box(img, box: Box | None, margin: float | None = None):
 
 
 class TripletDataset(Dataset):
-    """Triplets as stacked image tensors; each image gets its own draw of `transform`.
+    """Triplets as stacked image tensors; each image gets its own draw of `transform`. Streams: it holds the
+    distinct image paths and boxes and a (T, 3) index into them, and decodes when a triplet is asked for.
 
     A triplet with an unreadable image is replaced by the next triplet whose three images read
     (`data.images.first_readable`), so batches keep their shape; its sample says so in `bad`.
 
     Args:
-        records: from `read_triplets`.
+        records: from `read_triplets` (not kept: the dataset stores them compactly).
         transform: PIL image -> (C, H, W) tensor (training augmentation or `eval_transform`).
-        cache: keep decoded, cropped PIL images in memory (small datasets such as the demo world).
+        cache: keep decoded, cropped PIL images in memory (small datasets such as the demo world; ignored
+            under torchrun, `data.loading.use_cache`). Each DataLoader worker fills its own.
         margin: face-box crop, see `crop_box` (None = the exact box).
         deterministic: `transform` has no randomness (no augmentation), so with `cache` its output
             tensors are kept instead of the PIL images and each image is transformed once.
@@ -219,50 +223,52 @@ class TripletDataset(Dataset):
                  margin: float | None = None, deterministic: bool = False):
         if not records:
             raise ValueError("no triplets to train on (every row was skipped; see the [triplets] lines above)")
-        self.records, self.transform, self.cache, self.margin = records, transform, cache, margin
-        self.deterministic = deterministic
-        self._images: dict = {}
-        self._tensors: dict = {}
-        self.unreadable: set[Path] = set()  # met in this process (DataLoader workers keep their own)
+        items, self.index = unique_images(records)  # distinct (path, box); (T, 3) index into them
+        self.files = PathArray(p for p, _ in items)
+        self.boxes = np.array([(np.nan,) * 4 if b is None else b for _, b in items], np.float64)  # (U, 4)
+        self.types = torch.tensor([TYPE_INDEX[r.type] for r in records], dtype=torch.int8)  # (T,)
+        self.transform, self.margin, self.deterministic = transform, margin, deterministic
+        self.cache = use_cache(cache, "training triplets")
+        self._images: dict[int, object] = {}  # image index -> PIL image (cache, augmenting transform)
+        self._tensors: dict[int, torch.Tensor] = {}  # image index -> tensor (cache, deterministic transform)
+        self.unreadable: set[str] = set()  # met in this process (DataLoader workers keep their own)
 
     def __len__(self) -> int:
-        return len(self.records)
+        return len(self.index)
 
-    def image(self, path: Path, box: Box | None):
-        key = (path, box)
-        img = self._images.get(key)
+    def image(self, u: int):
+        """Distinct image u, decoded and cropped (PIL)."""
+        img = self._images.get(u)
         if img is None:
+            path, box = self.files[u], self.boxes[u]
             if path in self.unreadable:  # known bad in this process: do not decode it again
                 raise UnreadableImageError(path)
             try:
-                img = crop_box(load_rgb(path), box, self.margin)
+                img = crop_box(load_rgb(path), None if np.isnan(box[0]) else tuple(box.tolist()), self.margin)
             except UnreadableImageError:
                 self.unreadable.add(path)
                 raise
             if self.cache and not self.deterministic:  # a deterministic cache keeps the tensor instead
-                self._images[key] = img
+                self._images[u] = img
         return img
 
-    def tensor(self, path: Path, box: Box | None, img=None) -> torch.Tensor:
-        """The transformed image (`img`: its already decoded PIL image, if at hand)."""
+    def tensor(self, u: int, img=None) -> torch.Tensor:
+        """The transformed image u (`img`: its already decoded PIL image, if at hand)."""
         if not (self.cache and self.deterministic):
-            return self.transform(self.image(path, box) if img is None else img)
-        key = (path, box)
-        x = self._tensors.get(key)
+            return self.transform(self.image(u) if img is None else img)
+        x = self._tensors.get(u)
         if x is None:
-            x = self._tensors[key] = self.transform(self.image(path, box) if img is None else img)
+            x = self._tensors[u] = self.transform(self.image(u) if img is None else img)
         return x
 
     def _triplet(self, i: int) -> tuple[torch.Tensor, int]:
-        r = self.records[i]
-        keys = list(zip(r.paths, r.boxes))
+        keys = self.index[i].tolist()
         # decode all three first, so that a triplet with an unreadable image draws no augmentation
-        imgs = [None if self.cache and self.deterministic and k in self._tensors else self.image(*k) for k in keys]
-        return torch.stack([self.tensor(*k, img) for k, img in zip(keys, imgs)]), TYPE_INDEX[r.type]  # (3, C, H, W)
+        imgs = [None if self.cache and self.deterministic and u in self._tensors else self.image(u) for u in keys]
+        return torch.stack([self.tensor(u, img) for u, img in zip(keys, imgs)]), int(self.types[i])  # (3, C, H, W)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int, str]:
-        (x, type_id), bad = first_readable(self._triplet, i, len(self.records),
-                                           lambda: common_folder([p for r in self.records for p in r.paths]))
+        (x, type_id), bad = first_readable(self._triplet, i, len(self), lambda: common_folder(list(self.files)))
         return x, type_id, bad
 
 

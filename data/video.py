@@ -15,6 +15,7 @@ All frames are ``uint8`` arrays of shape (H, W, 3) in RGB order.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable, Iterator
 from contextlib import closing
 from pathlib import Path
@@ -258,9 +259,24 @@ def read_image(path: str | Path) -> np.ndarray:
         return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
 
 
+def image_paths(folder: str | Path) -> list[str]:
+    """The image files under ``folder`` (any depth) as strings, sorted as ``Path`` objects sort (folder by
+    folder, names within a folder); none is an empty list. One ``os.scandir`` pass per folder: a million
+    files take seconds (README, "Data at scale"), not the minutes of ``Path.rglob`` + ``is_file``."""
+    out: list[str] = []
+    with os.scandir(folder) as it:
+        entries = sorted(it, key=lambda e: e.name)
+    for e in entries:
+        if e.is_dir():
+            out += image_paths(e.path)
+        elif os.path.splitext(e.name)[1].lower() in IMAGE_EXTS and e.is_file():
+            out.append(e.path)
+    return out
+
+
 def image_files(folder: str | Path) -> list[Path]:
-    """The image files under ``folder`` (any depth), sorted by path; none is an empty list."""
-    return sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
+    """``image_paths(folder)`` as ``Path`` objects."""
+    return [Path(p) for p in image_paths(folder)]
 
 
 def iter_images(folder: str | Path, skipped: list | None = None

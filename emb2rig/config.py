@@ -47,6 +47,9 @@ class Emb2RigConfig:
             (0 = all); the same subset every epoch.
         targets_per_sample: target avatars each sample is decoded for (renders: their own first).
         steps_per_epoch: 0 = one pass over the mixed training set per epoch.
+        num_workers: DataLoader processes that decode the faces and renders (per process).
+        cache: decode every face and render once into memory instead of streaming them from disk (small
+            worlds such as the demo; ignored under torchrun, where each rank would hold a copy).
         optimizer / betas / lr / weight_decay: 'adam' (official: betas (0, 0.99), lr 1e-5) or 'adamw'
             (decoupled decay); weight decay skips biases and norms either way.
         schedule: per step, after `warmup_epochs` of linear warm-up (round(warmup_epochs * steps per
@@ -76,6 +79,7 @@ class Emb2RigConfig:
     steps_per_epoch: int = 0
     batch_size: int = 16
     num_workers: int = 0
+    cache: bool = False
     optimizer: str = "adam"
     betas: list[float] = field(default_factory=lambda: [0.0, 0.99])
     lr: float = 1e-5

@@ -110,7 +110,7 @@ def train_one_epoch(model: nn.Module, disc: nn.Module | None, frozen: Frozen, lo
         disc.train()
     g = torch.Generator().manual_seed(cfg.seed * 100003 + epoch * 101 + info.rank)
     sums, n, mae, disc_sum = defaultdict(float), 0, [0.0, 0], [0.0, 0]  # disc: loss sum, steps with renders
-    unread = [0.0, 0]  # samples replaced because their image was unreadable, samples seen
+    unread, names = [0.0, 0], []  # samples replaced because their image was unreadable, samples seen; their files
     n_steps = min(len(loader), cfg.steps_per_epoch) if cfg.steps_per_epoch else len(loader)
     for it, raw in enumerate(progress(loader, info.is_main, total=n_steps, desc=f"epoch {epoch}")):
         if it >= n_steps:
@@ -119,6 +119,7 @@ def train_one_epoch(model: nn.Module, disc: nn.Module | None, frozen: Frozen, lo
         set_lr(opt, lr_at(step))
         batch = prepare_batch(raw, len(frozen.names), cfg.targets_per_sample, info.device, g)
         unread[0], unread[1] = unread[0] + int(raw["skipped"].sum()), unread[1] + len(raw["skipped"])  # CPU tensor
+        names += [f for f in raw["bad"] if f]
         with autocast(info.device, cfg.precision):
             losses, out = compute_losses(model, frozen, batch, cfg.loss, unwrap(disc) if disc is not None else None)
         check_finite(losses["total"], step)
@@ -138,7 +139,7 @@ def train_one_epoch(model: nn.Module, disc: nn.Module | None, frozen: Frozen, lo
     means = {f"train/{k}": v / max(n, 1) for k, v in sums.items()}
     means = reduce_means(means, n, info.device) if info.distributed else means
     d_sum, d_steps, mae_sum, mae_n, bad, seen = sum_over_ranks(disc_sum + mae + unread, info)
-    report_unreadable(f"epoch {epoch}", int(bad), int(seen), getattr(loader.dataset, "unreadable", []))
+    report_unreadable(f"epoch {epoch}", int(bad), int(seen), names)
     stats = {"train/disc": d_sum / d_steps} if d_steps else {}
     stats.update(means)
     stats["train/own_rig_mae"] = mae_sum / max(mae_n, 1)

@@ -29,6 +29,7 @@ from common.optim import param_groups_weight_decay
 from common.run import prepare_run_dir, write_json
 from common.seeding import SeededSamples, set_epoch
 from data.avatars import keep_batch, load_avatars
+from data.loading import build_loader
 from emb2rig.config import Emb2RigConfig
 from emb2rig.data import build_sets
 from emb2rig.discriminator import MultiScalePatchGAN
@@ -42,8 +43,9 @@ def _loader(ds, cfg: Emb2RigConfig, info, train: bool) -> DataLoader:
     sampler = make_sampler(ds, info, shuffle=train, seed=cfg.seed, drop_last=train)
     if train:  # per-sample seeds: common/seeding.py
         ds = SeededSamples(ds, cfg.seed, info.rank)
-    return DataLoader(ds, batch_size=cfg.batch_size, sampler=sampler, collate_fn=keep_batch,
-                      num_workers=cfg.num_workers, drop_last=train, generator=torch.Generator())
+    return build_loader(ds, batch_size=cfg.batch_size, sampler=sampler, collate_fn=keep_batch, drop_last=train,
+                        num_workers=cfg.num_workers, device=info.device, persistent_workers=train,
+                        generator=torch.Generator())
 
 
 def make_optimizer(model: torch.nn.Module, cfg: Emb2RigConfig) -> torch.optim.Optimizer:
@@ -78,7 +80,7 @@ def main(cfg: Emb2RigConfig) -> dict | None:
     face_boxes = [a.face_box for a in avatars]
     frozen = load_frozen(cfg.encoder, cfg.renderer, names, controls, info.device, face_boxes, cfg.crop_margin)
     train_set, val_set = build_sets(avatars, [root / f for f in cfg.faces], frozen.image_size, cfg.val_fraction,
-                                    cfg.crop_margin)
+                                    cfg.crop_margin, cfg.cache)
     own_rigs = [train_set.rig[train_set.source == k, :len(c)].numpy() for k, c in enumerate(controls)]
     ref_rigs = [np.median(r, axis=0) for r in own_rigs]  # each (n_a,): the reference pose
     refs = reference_images(frozen, ref_rigs, info.device)  # (A, 3, S, S)

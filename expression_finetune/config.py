@@ -19,6 +19,8 @@ from expression_finetune.losses import DEFAULT_MARGINS, DISTANCES
 
 @dataclass
 class ExpressionConfig:
+    RENAMED = {"cache_images": "cache"}  # old key -> new key (common.config.renamed_keys); not a field
+
     # run
     mode: str = "train"  # train | eval (score `pretrained` on `test_csv`, no training)
     output_dir: str = "outputs/expression"
@@ -36,7 +38,7 @@ class ExpressionConfig:
     test_csv: str | None = "triplets/test.csv"  # scored once at the end with checkpoint-best.pth; null = none
     format: str = "auto"  # auto | simple (anchor,positive,negative,type) | fec (raw 28 columns)
     url_map: str | None = None  # `url,path` CSV for raw FEC files
-    cache_images: bool = False  # keep decoded images in memory (small datasets)
+    cache: bool = False  # keep decoded images (tensors without augmentation) in memory: small sets; not under torchrun
     crop_margin: float | None = 0.3  # FEC boxes: square face crop with this margin, as every stage frames faces
     # model
     model: str = "mae_vit_base_patch16"  # a mae_pretrain.MAE_PRESETS name

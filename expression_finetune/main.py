@@ -19,12 +19,13 @@ from torch.utils.data import DataLoader
 
 from common.checkpoint import BEST, finished_summary, load_checkpoint, resume_run, save_run, stop_if_diverged
 from common.config import to_dict
-from common.device import make_scaler, seed_everything, seed_worker
+from common.device import make_scaler, seed_everything
 from common.dist import DistInfo, barrier, cleanup, init_distributed, make_sampler, unwrap, wrap_ddp
 from common.metrics import MetricsLogger, plot_metrics
 from common.optim import cosine_lr
 from common.run import prepare_run_dir, write_json
 from common.seeding import SeededSamples, set_epoch
+from data.loading import build_loader
 from data.triplets import TripletDataset, read_triplets
 from expression_finetune.config import ExpressionConfig
 from expression_finetune.engine import evaluate, train_one_epoch
@@ -63,12 +64,10 @@ def build_train_loader(cfg: ExpressionConfig, info: DistInfo, size: int) -> Data
     root = Path(cfg.data_root)
     train = read_triplets(root / cfg.train_csv, root, cfg.format, root / cfg.url_map if cfg.url_map else None)
     tf, deterministic = build_train_transform(cfg, size)
-    ds = TripletDataset(train, tf, cache=cfg.cache_images, margin=cfg.crop_margin, deterministic=deterministic)
+    ds = TripletDataset(train, tf, cache=cfg.cache, margin=cfg.crop_margin, deterministic=deterministic)
     sampler = make_sampler(ds, info, shuffle=True, seed=cfg.seed, drop_last=True)
-    loader = DataLoader(SeededSamples(ds, cfg.seed, info.rank), batch_size=cfg.batch_size, sampler=sampler,
-                        num_workers=cfg.num_workers, pin_memory=info.device.type == "cuda", drop_last=True,
-                        worker_init_fn=seed_worker, persistent_workers=cfg.num_workers > 0,
-                        generator=torch.Generator())
+    loader = build_loader(SeededSamples(ds, cfg.seed, info.rank), batch_size=cfg.batch_size, sampler=sampler,
+                          drop_last=True, num_workers=cfg.num_workers, device=info.device, generator=torch.Generator())
     if len(loader) == 0:
         raise ValueError(f"{len(ds)} training triplets is less than one batch of {cfg.batch_size}; lower batch_size")
     return loader

@@ -15,10 +15,10 @@ import torch
 from torch.utils.data import DataLoader, Subset
 from torchvision import transforms as T
 
-from common.device import seed_worker
 from common.dist import DistInfo, make_sampler
 from common.seeding import SeededSamples
 from data.images import ImageFolderDataset, eval_transform, normalize, report_unreadable
+from data.loading import build_loader
 
 
 def train_transform(size: int, scale_min: float = 0.2) -> Callable:
@@ -58,10 +58,9 @@ def build_loaders(train_roots: list[str], val_roots: list[str], img_size: int, s
     if per_rank < batch_size:
         raise ValueError(f"{len(train_ds)} training images give {per_rank} per process, fewer than "
                          f"batch_size {batch_size}; lower batch_size or add images to {train_roots}")
-    loader = DataLoader(SeededSamples(train_ds, seed, info.rank), batch_size=batch_size, sampler=sampler,
-                        num_workers=num_workers, pin_memory=info.device.type == "cuda", drop_last=True,
-                        worker_init_fn=seed_worker, persistent_workers=num_workers > 0,
-                        prefetch_factor=4 if num_workers > 0 else None, generator=torch.Generator())
+    loader = build_loader(SeededSamples(train_ds, seed, info.rank), batch_size=batch_size, sampler=sampler,
+                          drop_last=True, num_workers=num_workers, device=info.device, prefetch_factor=4,
+                          generator=torch.Generator())
     if not val_roots:
         return loader, None
     val_ds = FaceImages(list(val_roots), eval_transform(img_size), crop_margin)

@@ -21,6 +21,9 @@ class Rig2ImgConfig:
         val_fraction: share of each avatar's rows held out for evaluation (stable hash of the image path).
         model: GeneratorConfig (`mode` per_avatar | shared, `image_size`, widths).
         batch_size: samples per step and process.
+        num_workers: DataLoader processes that decode the images (per process).
+        cache: decode every image once into memory instead of streaming them from disk (small worlds such as
+            the demo; ignored under torchrun, where each rank would hold a copy: `data.loading.use_cache`).
         lr, betas, weight_decay: Adam settings (official: 1e-5, (0, 0.99), 0).
         schedule: per-step learning rate: 'constant'; 'cosine' (after `warmup_epochs` of linear
             warm-up, down to `min_lr` at the last step); 'warm_restarts' (official: torch's
@@ -50,6 +53,7 @@ class Rig2ImgConfig:
     epochs: int = 200
     batch_size: int = 32
     num_workers: int = 0
+    cache: bool = False
     lr: float = 1e-5
     betas: list[float] = field(default_factory=lambda: [0.0, 0.99])
     weight_decay: float = 0.0

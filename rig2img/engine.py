@@ -39,8 +39,8 @@ def lr_schedule(cfg, steps_per_epoch: int) -> Callable[[float], float]:
 
 
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    """Move a batch to `device`; uint8 images become float in [0, 1]."""
-    out = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    """Move a batch's tensors to `device` (the file names in 'bad' stay behind); uint8 images become float in [0, 1]."""
+    out = {k: v.to(device, non_blocking=True) for k, v in batch.items() if isinstance(v, torch.Tensor)}
     out["image"] = out["image"].float().div_(255.0)  # (B, 3, H, W) uint8 -> [0, 1]
     return out
 
@@ -54,7 +54,7 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
 
     Args:
         model: the renderer network (maybe DDP-wrapped), called as model(rig, mask, avatar).
-        loader: yields dicts with 'rig', 'mask', 'avatar', 'image' (uint8), 'skipped' (bool).
+        loader: yields dicts with 'rig', 'mask', 'avatar', 'image' (uint8), 'skipped' (bool), 'bad' (file names).
         optimizer / scaler: Adam and the (fp16-only) GradScaler.
         regions: (A, 1, H, W) eye/mouth box masks per avatar, on the device.
         epoch: epoch index (the lr schedule runs on fractional epochs).
@@ -64,11 +64,12 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
     """
     model.train()
     sums: dict[str, float] = {}
-    n_seen, n_steps, lr, n_skipped = 0, len(loader), 0.0, 0
+    n_seen, n_steps, lr, n_skipped, names = 0, len(loader), 0.0, 0, []
     for it, batch in enumerate(progress(loader, info.is_main, desc=f"epoch {epoch}", leave=False)):
         lr = lr_at(epoch + it / max(n_steps, 1))
         set_lr(optimizer, lr)
         n_skipped += int(batch["skipped"].sum())  # on the CPU: no device sync
+        names += [f for f in batch["bad"] if f]
         b = to_device(batch, info.device)
         with autocast(info.device, cfg.precision):
             pred = model(b["rig"], b["mask"], b["avatar"])  # (B, 3, H, W)
@@ -85,7 +86,7 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
         n_seen += bs
     means = reduce_means({k: v / max(n_seen, 1) for k, v in sums.items()}, n_seen, info.device)
     n_bad, n_all = all_reduce_sum(torch.tensor([n_skipped, n_seen], dtype=torch.float64, device=info.device)).tolist()
-    report_unreadable(f"epoch {epoch}", int(n_bad), int(n_all), getattr(loader.dataset, "unreadable", []), "rows")
+    report_unreadable(f"epoch {epoch}", int(n_bad), int(n_all), names, "rows")
     return {**{f"train/{k}": v for k, v in means.items()}, "lr": lr, "train/skipped_images": int(n_bad)}
 
 

@@ -12,16 +12,16 @@ from __future__ import annotations
 import time
 
 import torch
-from torch.utils.data import DataLoader
 
 from common.checkpoint import finished_summary, resume_run, save_run, stop_if_diverged
 from common.config import to_dict
-from common.device import make_scaler, seed_everything, seed_worker
+from common.device import make_scaler, seed_everything
 from common.dist import cleanup, init_distributed, make_sampler, unwrap, wrap_ddp
 from common.metrics import MetricsLogger, plot_metrics
 from common.run import prepare_run_dir, write_json
 from common.seeding import SeededSamples, set_epoch
 from data.avatars import AvatarBatchSampler, AvatarRigDataset, box_mask, keep_batch, load_avatars
+from data.loading import build_loader
 from rig2img.config import Rig2ImgConfig
 from rig2img.engine import evaluate, lr_schedule, save_grid, train_one_epoch
 from rig2img.models import build_renderer
@@ -34,18 +34,18 @@ def main(cfg: Rig2ImgConfig) -> dict:
     seed_everything(cfg.seed + info.rank)
     run_dir = prepare_run_dir(cfg.output_dir, cfg, info.is_main)
     avatars = load_avatars(cfg.data_root, cfg.avatars or None)
-    train_ds = AvatarRigDataset(avatars, cfg.model.image_size, "train", cfg.val_fraction)
-    val_ds = AvatarRigDataset(avatars, cfg.model.image_size, "val", cfg.val_fraction)
+    train_ds = AvatarRigDataset(avatars, cfg.model.image_size, "train", cfg.val_fraction, cfg.cache)
+    val_ds = AvatarRigDataset(avatars, cfg.model.image_size, "val", cfg.val_fraction, cfg.cache)
     regions = torch.stack([box_mask(a.boxes, cfg.model.image_size) for a in avatars]).to(info.device)  # (A, 1, H, W)
     seeded = SeededSamples(train_ds, cfg.seed, info.rank)  # per-sample seeds: common/seeding.py
     if cfg.model.mode == "per_avatar":  # one avatar per batch: each step trains one generator on a full batch
         sampler = AvatarBatchSampler(train_ds.avatar, cfg.batch_size, info.rank, info.world_size, cfg.seed)
-        loader = DataLoader(seeded, batch_sampler=sampler, collate_fn=keep_batch, num_workers=cfg.num_workers,
-                            worker_init_fn=seed_worker, generator=torch.Generator())
+        loader = build_loader(seeded, batch_sampler=sampler, collate_fn=keep_batch, num_workers=cfg.num_workers,
+                              device=info.device, generator=torch.Generator())
     else:  # mixed batches: the shared network's BatchNorm statistics then match evaluation's
         sampler = make_sampler(train_ds, info, shuffle=True, seed=cfg.seed, drop_last=True)
-        loader = DataLoader(seeded, batch_size=cfg.batch_size, sampler=sampler, drop_last=True, collate_fn=keep_batch,
-                            num_workers=cfg.num_workers, worker_init_fn=seed_worker, generator=torch.Generator())
+        loader = build_loader(seeded, batch_size=cfg.batch_size, sampler=sampler, drop_last=True, collate_fn=keep_batch,
+                              num_workers=cfg.num_workers, device=info.device, generator=torch.Generator())
     if info.is_main:
         counts = {a.name: f"{len(a.controls)} controls, {len(a.images)} rows" for a in avatars}
         print(f"[rig2img] {cfg.model.mode} renderer, {cfg.model.image_size} px; train {len(train_ds)}, "

@@ -146,7 +146,8 @@ def main() -> None:
     frozen = load_frozen(cfg.encoder, cfg.renderer, names, [a.controls for a in avatars], torch.device("cpu"),
                          [a.face_box for a in avatars], cfg.crop_margin)
     size, boxes = frozen.image_size, read_face_boxes(world / "faces" / "test")  # framed as in training
-    faces = [load_face(world / i, boxes, cfg.crop_margin).resize((size, size), Resampling.BOX) for i in images]
+    faces = [load_face(world / i, boxes.get(world / i), cfg.crop_margin).resize((size, size), Resampling.BOX)
+             for i in images]
     x = torch.from_numpy(np.stack(faces)).permute(0, 3, 1, 2).float() / 255  # (N, 3, S, S) in [0, 1]
     with torch.no_grad():
         feats = torch.cat([frozen.encode(b)[0].float() for b in x.split(256)])  # (N, D)

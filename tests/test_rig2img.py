@@ -117,7 +117,7 @@ def test_split_is_deterministic_and_disjoint(world):
     train, val = (AvatarRigDataset(avatars, 16, s, 0.25) for s in ("train", "val"))
     assert len(train) + len(val) == 3 * ROWS and len(val) > 0
     again = AvatarRigDataset(avatars, 16, "val", 0.25)
-    assert torch.equal(val.rig, again.rig) and val.image.dtype == torch.uint8
+    assert torch.equal(val.rig, again.rig) and val[0]["image"].dtype == torch.uint8
     assert train.rig.shape[1] == 26 and val.mask.sum(1).tolist() == [len(avatars[a].controls) for a in val.avatar]
 
 

@@ -104,7 +104,7 @@ def test_stage2_triplets_train_and_held_out(worlds, tmp_path, capsys):
     read = lambda root: read_triplets(root / "triplets/fec_train.csv", root, "fec", root / "triplets/url_map.csv")
     ref = TripletDataset(read(clean), eval_transform(16), margin=0.0)
     ds = TripletDataset(read(corrupt), eval_transform(16), margin=0.0)
-    uses = [k for k, r in enumerate(ds.records) if corrupt / bad["train_face"] in r.paths]
+    uses = [k for k, r in enumerate(read(corrupt)) if corrupt / bad["train_face"] in r.paths]
     assert uses and uses[0] == 0
     batches = _iterate(ds, batch_size=100)
     x, flags = torch.cat([b[0] for b in batches]), [f for b in batches for f in b[2]]
@@ -147,17 +147,22 @@ def test_stage3a_avatar_renders(worlds, tmp_path, capsys):
     from rig2img.main import main
 
     clean, corrupt, bad = worlds
-    ref = AvatarRigDataset(load_avatars(clean / "avatars"), 16, "train", VAL_FRACTION)
-    ds = AvatarRigDataset(load_avatars(corrupt / "avatars"), 16, "train", VAL_FRACTION)
+    ref = AvatarRigDataset(load_avatars(clean / "avatars"), 16, "train", VAL_FRACTION, cache=True)
+    ds = AvatarRigDataset(load_avatars(corrupt / "avatars"), 16, "train", VAL_FRACTION, cache=True)
     assert ds.unreadable == [str(corrupt / bad["train_render"])] and "1 of" in capsys.readouterr().out
-    j = int(ds.skipped.nonzero())
+    every = list(range(len(ds)))
+    got, clean_rows = ds.__getitems__(every), ref.__getitems__(every)
+    j = int(got["skipped"].nonzero())
+    assert got["bad"] == ["" if k != j else str(corrupt / bad["train_render"]) for k in every]
     src = next(k for k in range(j + 1, len(ref)) if ref.avatar[k] == ref.avatar[j])
     for key in ("rig", "image", "avatar", "mask"):
-        want = getattr(ref, key).clone()
+        want = clean_rows[key].clone()
         want[j] = want[src]  # the next readable row of the same avatar
-        assert torch.equal(getattr(ds, key), want), key
-    batches = _iterate(ds, batch_size=64, collate_fn=keep_batch)
+        assert torch.equal(got[key], want), key
+    streamed = AvatarRigDataset(load_avatars(corrupt / "avatars"), 16, "train", VAL_FRACTION)  # decoded in workers
+    batches = _iterate(streamed, batch_size=64, collate_fn=keep_batch)
     assert sum(int(b["skipped"].sum()) for b in batches) == 1
+    assert torch.equal(torch.cat([b["image"] for b in batches]), got["image"])
 
     n = len(ds)
     bs = max(b for b in range(2, 17) if n % b == 0)  # every training row is drawn once per epoch
@@ -176,10 +181,12 @@ def test_stage3a_avatar_renders(worlds, tmp_path, capsys):
     from rig2img.models import build_renderer
 
     val_bad = AvatarRigDataset(load_avatars(corrupt / "avatars"), 16, "val", VAL_FRACTION)
-    val_ref = AvatarRigDataset(load_avatars(clean / "avatars"), 16, "val", VAL_FRACTION)
-    keep = ~val_bad.skipped
-    for key in ("rig", "image", "avatar", "mask", "skipped"):
-        setattr(val_ref, key, getattr(val_ref, key)[keep])
+    clean_avatars = load_avatars(clean / "avatars")  # without the row whose image is corrupt in the other world
+    cat = next(a for a in clean_avatars if a.name == "cat")
+    k = cat.images.index(clean / bad["val_render"])
+    cat.images.pop(k)
+    cat.rigs = np.delete(cat.rigs, k, 0)
+    val_ref = AvatarRigDataset(clean_avatars, 16, "val", VAL_FRACTION)
     cfg = load_config(Rig2ImgConfig, args)
     torch.manual_seed(0)
     net = build_renderer([len(a.controls) for a in val_bad.avatars], cfg.model)
@@ -190,31 +197,40 @@ def test_stage3a_avatar_renders(worlds, tmp_path, capsys):
     shutil.copytree(clean / "avatars/robot", tmp_path / "avatars/robot")
     for f in (tmp_path / "avatars/robot/images").iterdir():
         _corrupt(f, 0)
-    with pytest.raises(RuntimeError, match=f"avatar 'robot' .* under {tmp_path / 'avatars/robot'} can"):
-        AvatarRigDataset(load_avatars(tmp_path / "avatars"), 16, "all")
+    with pytest.raises(RuntimeError, match=f"under {tmp_path / 'avatars/robot'} \\(avatar 'robot', all rows\\) can"):
+        AvatarRigDataset(load_avatars(tmp_path / "avatars"), 16, "all", cache=True)
+    with pytest.raises(RuntimeError, match="avatar 'robot'"):  # streaming: when a robot row is asked for
+        AvatarRigDataset(load_avatars(tmp_path / "avatars"), 16, "all")[-1]
 
 
 def test_stage3b_faces_and_renders(worlds):
     from emb2rig.data import build_sets
 
     clean, corrupt, bad = worlds
-    sets = {r: build_sets(load_avatars(r / "avatars"), [r / "faces/train"], 16, VAL_FRACTION, 0.0)
+    sets = {r: build_sets(load_avatars(r / "avatars"), [r / "faces/train"], 16, VAL_FRACTION, 0.0, cache=True)
             for r in (clean, corrupt)}
     (ref_train, ref_val), (train, val) = sets[clean], sets[corrupt]
     assert sorted(train.unreadable + val.unreadable) == sorted(str(corrupt / bad[k]) for k in
                                                                ("train_face", "train_render", "val_render"))
-    for ref, ds in ((ref_train, train), (ref_val, val)):
-        assert len(ds) == len(ref) and ds.n_faces == ref.n_faces
-        rows = ds.skipped.nonzero().flatten().tolist()
+    for ref_set, ds in ((ref_train, train), (ref_val, val)):
+        assert len(ds) == len(ref_set) and ds.n_faces == ref_set.n_faces
+        got, ref = ds.__getitems__(list(range(len(ds)))), ref_set.__getitems__(list(range(len(ds))))
+        rows = got["skipped"].nonzero().flatten().tolist()
+        named = [f for f in got["bad"] if f]  # each flagged row names its unreadable file
+        assert len(named) == len(rows) and set(named) <= {str(corrupt / f) for f in bad.values()}
         same = torch.ones(len(ds), dtype=torch.bool)
         same[rows] = False
         for key in ("image", "source", "rig"):
-            assert torch.equal(getattr(ds, key)[same], getattr(ref, key)[same]), key
+            assert torch.equal(got[key][same], ref[key][same]), key
         for j in rows:  # a readable row of the same kind (face, or render of the same avatar) stands in
-            assert ds.source[j] == ref.source[j] and any(torch.equal(ds.image[j], ref.image[k]) for k in range(len(ref))
-                                                         if ref.source[k] == ref.source[j] and k != j)
-    batches = _iterate(train, batch_size=64, collate_fn=keep_batch)
-    assert sum(int(b["skipped"].sum()) for b in batches) == int(train.skipped.sum()) >= 1
+            assert got["source"][j] == ref["source"][j] and any(
+                torch.equal(got["image"][j], ref["image"][k]) for k in range(len(ds))
+                if ref["source"][k] == ref["source"][j] and k != j)
+    streamed, _ = build_sets(load_avatars(corrupt / "avatars"), [corrupt / "faces/train"], 16, VAL_FRACTION, 0.0)
+    batches = _iterate(streamed, batch_size=64, collate_fn=keep_batch)
+    cached = train.__getitems__(list(range(len(train))))
+    assert sum(int(b["skipped"].sum()) for b in batches) == int(cached["skipped"].sum()) >= 1
+    assert torch.equal(torch.cat([b["image"] for b in batches]), cached["image"])
 
 
 def test_stage3b_training_counts_them(worlds, tmp_path, monkeypatch, capsys):
