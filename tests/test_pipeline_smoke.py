@@ -45,7 +45,9 @@ def test_report_has_every_stage(first_run):
     for section, keys in REPORT_KEYS.items():
         for k in keys:
             assert k in rep.get(section, {}), f"report.json lacks {section}.{k}"
-    assert set(rep["rig2img"]["psnr"]) == {"robot", "cat", "alien"}
+    assert set(rep["rig2img"]["psnr"]) == {"robot", "cat", "alien", "head"}
+    assert rep["test_mode"]["exports"] == {"glb": ["head.glb"], "livelink": ["head_livelink.csv"]}
+    assert "## The 3-D avatar" in (out / "REPORT.md").read_text()
     assert rep["test_mode"]["frames"] == min(6, len(list(frames.iterdir())))
     assert (out / "REPORT.md").read_text().count("![") >= 4  # the pictures are linked
 
