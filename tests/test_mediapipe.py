@@ -208,3 +208,24 @@ def test_compare_script_reads_our_csv_as_arkit_curves(tmp_path):
     assert set(got) == {"mouthSmileLeft", "mouthSmileRight", "jawOpen"}
     np.testing.assert_allclose(got["jawOpen"][:2], [0.9, 0.8], atol=1e-5)
     assert np.isnan(got["jawOpen"][2])  # no face in frame 2: left out of the figures
+
+
+def test_side_by_side_cuts_input_and_the_avatar_from_both_previews(tmp_path):
+    """Previews are input (80 px wide) | crop | one panel per avatar (48 px); the strip is input | ours | theirs."""
+    from PIL import Image
+
+    from scripts.compare_mediapipe import side_by_side
+
+    colours = {"input": 30, "crop": 60, "robot": 250}
+    for run, head in (("ours", 120), ("theirs", 200)):
+        frame = np.concatenate([np.full((48, w, 3), colours.get(k, head), np.uint8)
+                                for k, w in (("input", 80), ("crop", 48), ("head", 48), ("robot", 48))], 1)
+        (tmp_path / run).mkdir()
+        write_video(tmp_path / run / "preview.mp4", [frame] * 3, fps=10)
+    summary = {"settings": {"preview_size": 48}, "avatars": ["head", "robot"]}
+    side_by_side(tmp_path / "ours", tmp_path / "theirs", summary, "head", tmp_path)
+    strip = np.asarray(Image.open(tmp_path / "side_by_side.png"))
+    assert strip.shape == (3 * 48, 80 + 48 + 48, 3)
+    below_labels = strip[30:44, :, 0].astype(int)
+    for x, want in ((40, 30), (104, 120), (152, 200)):  # input, ours' head, MediaPipe's head
+        assert abs(below_labels[:, x].mean() - want) < 12, (x, below_labels[:, x])
