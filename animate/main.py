@@ -12,7 +12,8 @@ Streamed (a video is never held in memory): decode a frame -> detect faces -> fo
 crops -> encode once per frame under autocast -> decode every avatar's rig from that one feature ->
 One-Euro smoothing per control at the frames' real times (video only) -> render each avatar once per
 frame -> preview frame (input | crop | avatars) -> an H.264 preview at the source's nominal rate whose
-frames follow the source's timestamps (`data.video.retime`).
+frames follow the source's timestamps (`data.video.retime`). With `driver=mediapipe` the rigs come instead
+from MediaPipe's blend-shape scores of the whole frame, retargeted by name (`animate.mediapipe_face`).
 
 Frames without the tracked face (the tracker's 'held' and 'missing' frames) keep the last rig and the
 last render and are marked: `face_found` 0 in every CSV, listed in `missing_frames` in summary.json.
