@@ -47,6 +47,7 @@ from animate.detect import PRODUCER_STEPS, detect_frames, prefetch
 from animate.exports import export_avatars
 from animate.inference import prepare
 from animate.mediapipe_face import MediaPipeUnavailable
+from animate.mediapipe_face import unavailable as mediapipe_unavailable
 from animate.models import ModelMismatch, Models, load_models
 from animate.outputs import StepTimer, write_curves
 from animate.pipeline import Animator
@@ -144,6 +145,8 @@ def run(cfg: AnimateConfig, key_prefix: str = "") -> dict:
     and write the outputs and summary.json; returns the summary. `key_prefix` spells the settings in
     messages ('test.' for the stage-3b script's test mode)."""
     source = open_source(cfg.input, cfg.image_fps)  # a missing or empty input fails before any loading
+    if cfg.driver == "mediapipe" and (why := mediapipe_unavailable(cfg.mediapipe_model)):
+        raise MediaPipeUnavailable(f"driver=mediapipe: {why}")  # before the models load
     device = pick_device(cfg.device)
     if cfg.quantize == "int8" and device.type != "cpu":
         raise ValueError(f"{key_prefix}quantize=int8 runs on CPU only, not on {device}: set device=cpu or "

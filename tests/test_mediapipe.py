@@ -229,3 +229,14 @@ def test_side_by_side_cuts_input_and_the_avatar_from_both_previews(tmp_path):
     below_labels = strip[30:44, :, 0].astype(int)
     for x, want in ((40, 30), (104, 120), (152, 200)):  # input, ours' head, MediaPipe's head
         assert abs(below_labels[:, x].mean() - want) < 12, (x, below_labels[:, x])
+
+
+def test_driver_without_mediapipe_fails_before_the_models_load(tmp_path, monkeypatch):
+    from animate.config import AnimateConfig
+
+    write_video(tmp_path / "clip.mp4", synthetic_frames(), fps=24)
+    monkeypatch.setattr(animate_main, "load_models", lambda *a, **k: pytest.fail("models loaded"))
+    cfg = AnimateConfig(input=str(tmp_path / "clip.mp4"), pretrained="x.pth", driver="mediapipe",
+                        mediapipe_model=str(tmp_path / "none.task"))
+    with pytest.raises(mpf.MediaPipeUnavailable, match="driver=mediapipe: .*fetch_test_videos.py"):
+        animate_main.run(cfg)
