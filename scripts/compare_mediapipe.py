@@ -1,6 +1,7 @@
 """Ours against MediaPipe's Face Landmarker, the blend-shape tracker most users would pick instead.
 
-    python scripts/compare_mediapipe.py outputs/demo/test_mode --avatar head [--out DIR]
+    python animate.py .cache/test_videos/WolfgangLanger_Pexels.mp4 --pretrained CKPT --out outputs/clip
+    python scripts/compare_mediapipe.py outputs/clip --avatar head [--out DIR] [--world W --transfer T]
 
 Takes an animate output folder (`animate.py CLIP --out DIR`) and one of its avatars with ARKit-named
 controls, and writes into `--out` (default `<folder>_mediapipe/`):
@@ -37,8 +38,6 @@ from animate.compare import compare_curves, still_checks  # noqa: E402
 from animate.mediapipe_face import BlendshapeLandmarker, unavailable  # noqa: E402
 from avatar3d.arkit import arkit_map, to_arkit  # noqa: E402
 from scripts.fetch_test_videos import DEFAULT_CACHE, STILLS  # noqa: E402
-
-REAL_CLIP = DEFAULT_CACHE / "WolfgangLanger_Pexels.mp4"
 
 
 def read_arkit_csv(path: Path) -> dict[str, np.ndarray]:
