@@ -134,8 +134,8 @@ class MediaPipeDetector:
             import mediapipe as mp
             from mediapipe.tasks.python import BaseOptions, vision
         except ImportError as e:
-            raise DetectorUnavailable(f"mediapipe is not installed ({e}): `pip install "
-                                      "--no-deps mediapipe==1.2.2 absl-py flatbuffers certifi`") from e
+            raise DetectorUnavailable(f"mediapipe is not installed ({e}): `pip install --no-deps -r "
+                                      "requirements-mediapipe.txt`") from e
         model = find_mediapipe_model(cfg.mediapipe_model)
         data = model.read_bytes()
         if not cfg.mediapipe_model and hashlib.sha256(data).hexdigest() != MEDIAPIPE_TASK_SHA256:
