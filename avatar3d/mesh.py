@@ -113,20 +113,28 @@ def read_mesh(path: str | Path, neutral: str | None = None) -> BlendShapeMesh:
 
 
 # ----------------------------------------------------------------------------------------- OBJ
-def read_obj(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
-    """Positions (V, 3), triangles (F, 3; polygons fanned), per-triangle part and part names of one OBJ."""
+def _obj_lines(path: Path) -> list[str]:
     try:
-        text = path.read_text(errors="replace")
+        return path.read_text(errors="replace").splitlines()
     except OSError as e:
         raise MeshFormatError(f"{path}: cannot read ({e})") from e
-    lines = text.splitlines()
+
+
+def _obj_positions(path: Path, lines: list[str]) -> np.ndarray:
+    """(V, 3) positions from the 'v' lines of an OBJ."""
     vlines = [ln[2:] for ln in lines if ln.startswith("v ")]
     if not vlines:
         raise MeshFormatError(f"{path}: no vertices ('v x y z' lines); is it an OBJ file?")
     try:
-        verts = np.array([ln.split()[:3] for ln in vlines], np.float32).reshape(-1, 3)
+        return np.array([ln.split()[:3] for ln in vlines], np.float32).reshape(-1, 3)
     except ValueError:
         raise MeshFormatError(f"{path}: a 'v' line does not hold three numbers") from None
+
+
+def read_obj(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """Positions (V, 3), triangles (F, 3; polygons fanned), per-triangle part and part names of one OBJ."""
+    lines = _obj_lines(path)
+    verts = _obj_positions(path, lines)
     tris, part_of, parts, part = [], [], [], 0
     for ln in lines:
         if ln.startswith("usemtl "):
@@ -179,7 +187,7 @@ def read_obj_folder(folder: Path, neutral: str | None = None) -> BlendShapeMesh:
         raise MeshFormatError(f"{folder}: only the neutral OBJ; add one OBJ per blend shape")
     deltas = []
     for p in shapes:
-        v = read_obj(p)[0]
+        v = _obj_positions(p, _obj_lines(p))  # a shape's faces are the neutral's: positions only
         if v.shape != verts.shape:
             raise MeshFormatError(f"{p}: {len(v)} vertices, the neutral {neutral_path.name} has {len(verts)}; "
                                   "every shape must have the neutral's topology")

@@ -156,12 +156,11 @@ class MeshRenderer:
         self.mesh, self.s = mesh, settings or RenderSettings()
         s = self.s
         self.camera = Camera(mesh.vertices, s)
-        self.mvp = self.camera.mvp
         self.colors = mesh.part_colors[mesh.face_part]  # (F, 3)
 
         self.ctx = create_context()
         self.prog = self.ctx.program(vertex_shader=_VERTEX, fragment_shader=_FRAGMENT)
-        self.prog["mvp"].write(self.mvp.T.astype("f4").tobytes())
+        self.prog["mvp"].write(self.camera.mvp.T.astype("f4").tobytes())
         key = np.asarray(s.light, np.float64)
         self.prog["key_dir"].value = tuple(key / np.linalg.norm(key))
         fill = np.array([-key[0], 0.2, 1.0])

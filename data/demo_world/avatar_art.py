@@ -5,9 +5,11 @@ import functools
 import cv2
 import numpy as np
 
+from avatar3d.render import MeshRenderer
+
 from .avatars import AVATARS, UNIT
 from .draw import Xform, ellipse, fill, finish, gradient, lerp, line, superellipse, supersample, through
-from .head3d import HEAD_RENDER
+from .head3d import HEAD_RENDER, build_head
 
 _BG = {"robot": ((40, 50, 70), (110, 120, 140)), "cat": ((250, 220, 170), (230, 150, 120)),
        "alien": ((30, 10, 60), (90, 40, 120))}
@@ -150,9 +152,6 @@ _DRAW = {"robot": _robot, "cat": _cat, "alien": _alien}
 @functools.lru_cache(maxsize=2)
 def _mesh_renderer(size: int):
     """The 3-D head's renderer in this process (an OpenGL context is made per process, on first use)."""
-    from avatar3d.render import MeshRenderer
-
-    from .head3d import build_head
     return MeshRenderer(build_head(), dataclasses.replace(HEAD_RENDER, size=size))
 
 
