@@ -135,7 +135,12 @@ def load_face(path: str | Path, box, margin: float | None) -> Image.Image:
     """`load_rgb(path)`, cropped to the square face crop (`data.face_track`) around `box` (normalised
     x0, y0, x1, y1; None or NaN = the whole image) when `margin` is a number; raises `UnreadableImageError`
     when the file cannot be decoded."""
-    img = load_rgb(path)
+    return frame_face(load_rgb(path), box, margin)
+
+
+def frame_face(img: Image.Image, box, margin: float | None) -> Image.Image:
+    """The square face crop of `img` around `box` as `load_face` frames it (the whole image when `box`
+    is None or NaN or `margin` is None)."""
     if margin is None or box is None or np.isnan(box[0]):
         return img
     return crop_face(img, tuple(float(v) for v in box), margin)

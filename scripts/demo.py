@@ -1,14 +1,13 @@
 """The main job: the whole pipeline on the synthetic demo world, resumable stage by stage.
 
-    python scripts/demo.py                   # everything under outputs/demo/ (about 30 min on 2 cores)
-    python scripts/demo.py --no-baselines    # skip the comparison runs (random-init encoder, rig-only
-                                             # and per-avatar decoders)
+    python scripts/demo.py                   # everything under outputs/demo/ (about 25 min on 2 cores)
+    python scripts/demo.py --no-baselines    # skip the comparison runs (rig-only and per-avatar decoders)
+    python scripts/claims.py                 # afterwards: the paper's claims over seeds (docs/claims.md)
 
-Steps: make the world -> stage 1 MAE -> stage 2 expression encoder (+ the same budget from random
-init) -> stage 3a renderer -> stage 3b decoder and its evaluation against baselines on held-out
-actors -> test mode on a real face video shipped inside a PyPI package -> the same video driven by
-MediaPipe's blend shapes and compared with ours (skipped, with a note, when mediapipe is not installed:
-requirements-mediapipe.txt) -> REPORT.md/report.json.
+Steps: make the world -> stage 1 MAE -> stage 2 expression encoder -> stage 3a renderer -> stage 3b
+decoder and its evaluation against baselines on the test actors -> test mode on a real face video
+shipped inside a PyPI package -> the same video driven by MediaPipe's blend shapes and compared with ours
+(skipped, with a note, when mediapipe is not installed: requirements-mediapipe.txt) -> REPORT.md/report.json.
 Each step runs as its own process, with the same command a user would type; each stage loads the
 previous stage's checkpoint through its public loader. A step whose outputs are complete is
 skipped, and an interrupted training step resumes from its last checkpoint.
@@ -66,16 +65,12 @@ def steps(out: Path, world: Path, baselines: bool, video: Path | None = None, qu
     transfer = [PY, "scripts/evaluate_transfer.py", "configs/demo/emb2rig.yaml", *e2r, "--out", str(out / "transfer")]
     return [
         Step("mae", [PY, "pretrain_mae.py", "configs/demo/mae_pretrain.yaml", f"output_dir={out / 'mae'}",
-                     f"train_roots=[{world / 'faces/train'}]", f"val_roots=[{world / 'faces/test'}]", *q["mae"]],
+                     f"train_roots=[{world / 'faces/train'}]", f"val_roots=[{world / 'faces/val'}]", *q["mae"]],
              out / "mae" / "summary.json"),
         Step("expression", [PY, "train.py", "configs/demo/expression.yaml", f"output_dir={out / 'expression'}",
                             f"data_root={world}", f"pretrained={out / 'mae' / 'checkpoint-last.pth'}",
                             *q["expression"]],
              out / "expression" / "summary.json"),
-        Step("expression_scratch", [PY, "train.py", "configs/demo/expression.yaml", "pretrained=null",
-                                    f"output_dir={out / 'expression_scratch'}", f"data_root={world}",
-                                    *q["expression"]],
-             out / "expression_scratch" / "summary.json", baseline=True),
         Step("embedding_plot", [PY, "scripts/embed.py", str(enc), str(world / "faces" / "test"),
                                 "--out", str(out / "embeddings" / "test_actors.npz"),
                                 "--labels", str(world / "eval" / "test_actors.csv"), "--label-argmax"],

@@ -9,8 +9,10 @@ Trains (or resumes, or finds complete) four kinds of run with the same config an
   rig_only    the same decoder with rig supervision only (weight_perceptual = pixel = gan = 0)
   per_avatar  one decoder per avatar (`avatars=[name]`); together they get the budget of the full run
               in decoded (sample, avatar) pairs: steps_per_epoch * min(T, A) / A each
-and reports, per avatar, the mean absolute error between predicted and ground-truth rigs on
-`eval/test_actors.csv` (ground truth `eval/gt_rigs/<avatar>.csv`), with the mean training rig of
+and reports, per avatar, the mean absolute error between predicted and ground-truth rigs on the
+held-out actors of `--split`: `test` (`eval/test_actors.csv`, ground truth `eval/gt_rigs/<avatar>.csv`;
+the figures to report) or `val` (`eval/val_actors.csv`, `eval/gt_rigs_val/`; for choosing weights and
+budgets, so the test actors stay untouched by every choice), with the mean training rig of
 the avatar as a further baseline. Also reported: the MAE over the controls that some action unit
 drives (`eval/au_to_rig.json`; the rest sit at neutral in the ground truth). Writes
 `transfer.json` and `transfer.md` to --out. Only this script (evaluation) reads `eval/`.
@@ -23,10 +25,12 @@ import dataclasses
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from PIL.Image import Resampling
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -36,7 +40,7 @@ from common.metrics import read_metrics  # noqa: E402
 from common.run import write_json  # noqa: E402
 from data.avatars import is_held_out, load_avatars  # noqa: E402
 from data.face_track import read_face_boxes  # noqa: E402
-from data.images import load_face  # noqa: E402
+from data.images import frame_face, load_rgb  # noqa: E402
 from emb2rig.config import Emb2RigConfig  # noqa: E402
 from emb2rig.frozen import load_frozen  # noqa: E402
 from emb2rig.main import main as train  # noqa: E402
@@ -83,14 +87,23 @@ def _train_minutes(records: list[dict], fallback_s: float) -> float:
     return round((total + last if records else fallback_s) / 60, 2)
 
 
-def read_eval(world: Path, names: list[str]) -> tuple[list[str], dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Test images, per-avatar ground-truth rigs (N, n_a), and per-avatar masks of AU-driven controls."""
-    with open(world / "eval/test_actors.csv", newline="") as f:
+EVAL_SPLITS = {"test": ("eval/test_actors.csv", "eval/gt_rigs"), "val": ("eval/val_actors.csv", "eval/gt_rigs_val")}
+
+
+def read_eval(world: Path, names: list[str], split: str = "test"
+              ) -> tuple[list[str], dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Held-out images of `split` ('test' | 'val' actors), per-avatar ground-truth rigs (N, n_a), and
+    per-avatar masks of AU-driven controls."""
+    images_csv, gt_dir = EVAL_SPLITS[split]
+    if not (world / images_csv).is_file():
+        raise FileNotFoundError(f"{world / images_csv} not found: the demo world of version 5 or later has "
+                                f"validation and test actors; re-make it (python scripts/make_demo_data.py)")
+    with open(world / images_csv, newline="") as f:
         images = [row["image"] for row in csv.DictReader(f)]
     corr = json.loads((world / "eval/au_to_rig.json").read_text())
     gts, mapped = {}, {}
     for n in names:
-        with open(world / f"eval/gt_rigs/{n}.csv", newline="") as f:
+        with open(world / gt_dir / f"{n}.csv", newline="") as f:
             rows = list(csv.reader(f))
         by_image = {r[0]: [float(v) for v in r[1:]] for r in rows[1:]}
         gts[n] = np.asarray([by_image[i] for i in images], np.float32)
@@ -112,6 +125,55 @@ def predict(ckpt: Path, feats: torch.Tensor, names: list[str]) -> dict[str, np.n
     return out
 
 
+def held_out_features(frozen, world: Path, images: list[str], split: str, margin: float,
+                      degrade: Callable[[Image.Image, int], Image.Image] | None = None) -> torch.Tensor:
+    """Encoder features (N, D) of held-out photos, framed as in training (their face_boxes.csv crop);
+    `degrade(photo, i)`, when given, changes the i-th whole photo before the crop, as a camera would."""
+    size, boxes = frozen.image_size, read_face_boxes(world / "faces" / split)
+    faces = []
+    for i, rel in enumerate(images):
+        photo = load_rgb(world / rel)
+        photo = degrade(photo, i) if degrade else photo
+        faces.append(np.asarray(frame_face(photo, boxes.get(world / rel), margin).resize((size, size), Resampling.BOX)))
+    x = torch.from_numpy(np.stack(faces)).permute(0, 3, 1, 2).float() / 255  # (N, 3, S, S) in [0, 1]
+    with torch.no_grad():
+        return torch.cat([frozen.encode(b)[0].float() for b in x.split(256)])
+
+
+def predictions(cfgs: dict[str, Emb2RigConfig], feats: torch.Tensor, names: list[str]) -> dict[str, dict]:
+    """Decoded rigs per run kind ('full', 'rig_only', 'per_avatar') and avatar, from each run's
+    checkpoint-best.pth (the per-avatar runs pooled into one kind)."""
+    preds = {k: predict(Path(cfgs[k].output_dir) / "checkpoint-best.pth", feats, names)
+             for k in ("full", "rig_only") if k in cfgs}
+    preds["per_avatar"] = {}
+    for n in names:
+        if f"per_avatar/{n}" in cfgs:
+            preds["per_avatar"].update(predict(Path(cfgs[f"per_avatar/{n}"].output_dir) / "checkpoint-best.pth",
+                                               feats, [n]))
+    return preds
+
+
+def mean_rigs(avatars: list, val_fraction: float, n: int) -> dict[str, np.ndarray]:
+    """The baseline that ignores the face: each avatar's mean training rig, repeated n times."""
+    out = {}
+    for a in avatars:
+        rows = a.rigs[[not is_held_out(p.relative_to(a.root).as_posix(), val_fraction) for p in a.images]]
+        out[a.name] = np.repeat(rows.mean(0, keepdims=True), n, 0)
+    return out
+
+
+def rig_errors(preds: dict, gts: dict[str, np.ndarray], names: list[str], cols: list[str],
+               mapped: dict[str, np.ndarray] | None = None) -> dict[str, dict[str, float]]:
+    """Mean absolute rig error per run kind and avatar (over `mapped` controls only when given), with
+    'mean' = the mean over avatars."""
+    out = {}
+    for c in cols:
+        err = {n: np.abs(preds[c][n] - gts[n]) for n in names}
+        out[c] = {n: float((e[:, mapped[n]] if mapped else e).mean()) for n, e in err.items()}
+        out[c]["mean"] = float(np.mean([out[c][n] for n in names]))
+    return out
+
+
 def markdown(table: dict, names: list[str], cols: list[str], title: str) -> str:
     lines = [f"**{title}**", "", "| avatar | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for n in names + ["mean"]:
@@ -127,6 +189,8 @@ def main() -> None:
     ap.add_argument("overrides", nargs="*", help="key=value config overrides, applied to every run")
     ap.add_argument("--out", default=None, help="report folder (default: <output_dir>_transfer)")
     ap.add_argument("--runs-root", default=None, help="baseline run folders (default: <out>/runs)")
+    ap.add_argument("--split", default="test", choices=sorted(EVAL_SPLITS),
+                    help="held-out actors to score: test (the figures to report) or val (for choosing settings)")
     ap.add_argument("--no-train", action="store_true", help="only evaluate existing checkpoint-best.pth files")
     ap.add_argument("--no-per-avatar", action="store_true", help="skip the per-avatar decoders (quick comparisons)")
     ap.add_argument("--no-baselines", action="store_true",
@@ -142,41 +206,25 @@ def main() -> None:
     cfgs = run_configs(cfg, runs_root, names, not args.no_per_avatar, not args.no_baselines)
     minutes = {} if args.no_train else train_all(cfgs)
 
-    images, gts, mapped = read_eval(world, names)
+    images, gts, mapped = read_eval(world, names, args.split)
     frozen = load_frozen(cfg.encoder, cfg.renderer, names, [a.controls for a in avatars], torch.device("cpu"),
                          [a.face_box for a in avatars], cfg.crop_margin)
-    size, boxes = frozen.image_size, read_face_boxes(world / "faces" / "test")  # framed as in training
-    faces = [load_face(world / i, boxes.get(world / i), cfg.crop_margin).resize((size, size), Resampling.BOX)
-             for i in images]
-    x = torch.from_numpy(np.stack(faces)).permute(0, 3, 1, 2).float() / 255  # (N, 3, S, S) in [0, 1]
-    with torch.no_grad():
-        feats = torch.cat([frozen.encode(b)[0].float() for b in x.split(256)])  # (N, D)
-
-    preds = {k: predict(Path(cfgs[k].output_dir) / "checkpoint-best.pth", feats, names)
-             for k in ("full", "rig_only") if k in cfgs}
-    preds["per_avatar"] = {}
-    for n in names if not args.no_per_avatar else []:
-        ckpt = Path(cfgs[f"per_avatar/{n}"].output_dir) / "checkpoint-best.pth"
-        preds["per_avatar"].update(predict(ckpt, feats, [n]))
-    train_rows = {a.name: a.rigs[[not is_held_out(p.relative_to(a.root).as_posix(), cfg.val_fraction)
-                                  for p in a.images]] for a in avatars}
-    preds["mean_rig"] = {n: np.repeat(train_rows[n].mean(0, keepdims=True), len(images), 0) for n in names}
+    feats = held_out_features(frozen, world, images, args.split, cfg.crop_margin)
+    preds = predictions(cfgs, feats, names)
+    preds["mean_rig"] = mean_rigs(avatars, cfg.val_fraction, len(images))
     cols = ["full", "mean_rig"] + (["rig_only"] if "rig_only" in cfgs else []) \
         + ([] if args.no_per_avatar else ["per_avatar"])
-    mae = {c: {n: float(np.abs(preds[c][n] - gts[n]).mean()) for n in names} for c in cols}
-    mae_mapped = {c: {n: float(np.abs(preds[c][n] - gts[n])[:, mapped[n]].mean()) for n in names} for c in cols}
-    for t in (mae, mae_mapped):
-        for c in cols:
-            t[c]["mean"] = float(np.mean([t[c][n] for n in names]))
+    mae, mae_mapped = rig_errors(preds, gts, names, cols), rig_errors(preds, gts, names, cols, mapped)
     beats = {n: all(mae["full"][n] < mae[c][n] for c in ("mean_rig", "rig_only") if c in mae) for n in names}
-    report = {"test_images": len(images), "avatars": names, "mae": mae, "mae_driven_controls": mae_mapped,
+    report = {"split": args.split, "test_images": len(images), "avatars": names, "mae": mae,
+              "mae_driven_controls": mae_mapped,
               "full_beats_mean_rig_and_rig_only": beats, "train_minutes": minutes,
               "runs": {k: c.output_dir for k, c in cfgs.items()},
               "budget": {"epochs": cfg.epochs, "steps_per_epoch": cfg.steps_per_epoch, "batch_size": cfg.batch_size},
               "config": args.config, "overrides": args.overrides}
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "transfer.json", report)
-    md = "\n\n".join([f"Held-out actors: {len(images)} images, MAE of rigs in [0, 1] (lower is better).",
+    md = "\n\n".join([f"Held-out {args.split} actors: {len(images)} images, MAE of rigs in [0, 1] (lower is better).",
                       markdown(mae, names, cols, "all controls"),
                       markdown(mae_mapped, names, cols, "AU-driven controls only"),
                       f"training minutes per run: {minutes}" if minutes else ""])

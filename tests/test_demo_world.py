@@ -12,6 +12,7 @@ import yaml
 
 from data.demo_world import AU_NAMES, AVATARS, EXPRESSION_CLASSES, PROTOTYPES, au_to_rig, make_world, render_avatar
 from data.demo_world.triplets import MARGIN_ABS, MARGIN_REL, odd_one_out
+from data.triplets import read_triplets
 
 
 def _rows(path, header=True):
@@ -132,17 +133,24 @@ def test_avatar_renderer_responds_to_every_control(name):
 
 
 def test_identity_split_disjoint(world):
+    """Training, validation and test actors are three disjoint sets; each split's triplets, avatar
+    renders and evaluation rows stay inside it."""
     root, _ = world
-    tr = {p.name for p in (root / "faces/train").iterdir() if p.is_dir()}
-    te = {p.name for p in (root / "faces/test").iterdir() if p.is_dir()}
-    assert tr and te and not tr & te
-    for split, own in (("train", tr), ("test", te)):
-        for r in _rows(root / f"triplets/{split}.csv"):
-            for k in ("anchor", "positive", "negative"):
-                if r[k].startswith("faces/"):
-                    assert r[k].split("/")[1] == split and r[k].split("/")[2] in own
-    ev = {r["image"].split("/")[2] for r in _rows(root / "eval/test_actors.csv")}
-    assert ev == te
+    own = {s: {p.name for p in (root / "faces" / s).iterdir() if p.is_dir()} for s in ("train", "val", "test")}
+    assert all(own.values()) and sum(map(len, own.values())) == len(set.union(*own.values()))
+    for split in own:
+        for fec in ("", "fec_"):
+            recs = read_triplets(root / f"triplets/{fec}{split}.csv", root, url_map=root / "triplets/url_map.csv")
+            for parts in (p.relative_to(root).parts for r in recs for p in r.paths):
+                if parts[0] == "faces":
+                    assert parts[1] == split and parts[2] in own[split], parts
+                else:
+                    assert parts[:3] == ("triplets", "avatar_images", split), parts
+    for split in ("val", "test"):
+        ev = [r["image"].split("/") for r in _rows(root / f"eval/{split}_actors.csv")]
+        assert {e[1] for e in ev} == {split} and {e[2] for e in ev} == own[split]
+        gt = _rows(root / f"eval/gt_rigs{'' if split == 'test' else '_val'}/head.csv")
+        assert [r["image"] for r in gt] == ["/".join(e) for e in ev]
 
 
 def test_triplet_labels_match_au_distance(world):
@@ -201,7 +209,7 @@ def test_face_boxes_cover_every_face(world):
     from data.triplets import read_triplets
 
     root, _ = world
-    for split in ("train", "test"):
+    for split in ("train", "val", "test"):
         boxes = read_face_boxes(root / "faces" / split)
         assert set(boxes) == set(list_images(root / "faces" / split))
     recs = read_triplets(root / "triplets/fec_test.csv", root, url_map=root / "triplets/url_map.csv")

@@ -4,15 +4,10 @@ re-run skips every finished step."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from conftest import quick_demo
 
-from data.demo_world import make_world
-
-ROOT = Path(__file__).resolve().parents[1]
 REPORT_KEYS = {
     "mae": ["heldout_loss_first", "heldout_loss_last"],
     "expression": ["triplet_acc", "per_type"],
@@ -23,20 +18,9 @@ REPORT_KEYS = {
 }
 
 
-def demo(out: Path, frames: Path) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "scripts/demo.py", "--preset", "tiny", "--quick", "--no-baselines",
-           "--out", str(out), "--video", str(frames)]
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
-
-
 @pytest.fixture(scope="module")
-def first_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo")
-    make_world(out / "world", "tiny", 0)  # the demo finds it complete and keeps it
-    frames = sorted((out / "world" / "faces" / "test").iterdir())[0]  # a held-out actor's photos
-    r = demo(out, frames)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    return out, frames
+def first_run(quick_demo_run):
+    return quick_demo_run
 
 
 def test_report_has_every_stage(first_run):
@@ -54,7 +38,7 @@ def test_report_has_every_stage(first_run):
 
 def test_rerun_skips_finished_steps(first_run):
     out, frames = first_run
-    r = demo(out, frames)
+    r = quick_demo(out, frames)
     assert r.returncode == 0, r.stderr[-3000:]
     ran = [line for line in r.stdout.splitlines() if line.startswith("$ ")]
     assert len(ran) == 1 and "make_report.py" in ran[0], ran

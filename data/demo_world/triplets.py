@@ -54,22 +54,6 @@ def sample_triplets(rng, cls, au, is_avatar, n, n_classes, avatar_share=0.25):
     return out
 
 
-def validation_triplets(rng, usable, cls, au, is_avatar, n, n_classes, exclude):
-    """Triplets for model selection from the held-out pool, apart from the test triplets.
-
-    Args: usable (N,) bool, the pool images that may appear (those the url map already names, so no
-    existing file changes); cls, au, is_avatar as `sample_triplets`; n triplets to draw; exclude the
-    test triplets (index 4-tuples). Draws n with `sample_triplets` on the usable images and drops any
-    whose three images form a test triplet. Returns (triplets as pool indices, number dropped).
-    """
-    sub = np.flatnonzero(usable)
-    trips = sample_triplets(rng, cls[sub], au[sub], is_avatar[sub], n, n_classes)
-    trips = [(int(sub[a]), int(sub[p]), int(sub[ng]), t) for a, p, ng, t in trips]
-    test_sets = {frozenset(t[:3]) for t in exclude}
-    kept = [t for t in trips if frozenset(t[:3]) not in test_sets]
-    return kept, len(trips) - len(kept)
-
-
 def _fmt_bbox(b):
     return [f"{float(x):.4f}" for x in b]
 

@@ -18,22 +18,26 @@ from .avatars import AVATARS, MESH_BOXES, UNIT, au_to_rig, correspondence_json, 
 from .contact_sheet import make_contact_sheet
 from .expressions import AU_NAMES, EXPRESSION_CLASSES, sample_expression
 from .head3d import build_head
-from .triplets import URL_FMT, inject_errors, raw_rows, sample_triplets, validation_triplets
+from .triplets import URL_FMT, inject_errors, raw_rows, sample_triplets
 
 PRESETS = {
-    "tiny": dict(train_actors=16, test_actors=4, faces_per_train=16, faces_per_test=16, face_size=64,
-                 triplets_train=300, triplets_test=150, triplets_val=90, avatar_pairs=200,
-                 avatar_trip_train=60, avatar_trip_test=30, eval_train_actors=4),
-    "small": dict(train_actors=200, test_actors=40, faces_per_train=88, faces_per_test=64, face_size=128,
-                  triplets_train=60000, triplets_test=2400, triplets_val=1200, avatar_pairs=4000,
-                  avatar_trip_train=1500, avatar_trip_test=300, eval_train_actors=20),
+    "tiny": dict(train_actors=16, val_actors=3, test_actors=3, faces_per_train=16, faces_per_test=16, face_size=64,
+                 triplets_train=300, triplets_val=90, triplets_test=150, avatar_pairs=200,
+                 avatar_trip_train=60, avatar_trip_val=20, avatar_trip_test=30, eval_train_actors=4),
+    "small": dict(train_actors=200, val_actors=20, test_actors=20, faces_per_train=88, faces_per_test=64,
+                  face_size=128, triplets_train=60000, triplets_val=1200, triplets_test=2400, avatar_pairs=4000,
+                  avatar_trip_train=1500, avatar_trip_val=150, avatar_trip_test=300, eval_train_actors=20),
 }
+# The held-out actors are two disjoint sets: validation actors (faces/val, triplets/*val*, eval/val_actors.csv)
+# choose weights, budgets and checkpoints; test actors (faces/test, triplets/*test*, eval/test_actors.csv)
+# are scored once per reported figure. faces_per_test is the number of photos of each held-out actor.
+SPLITS = ("train", "val", "test")
 # bumped when the same preset and seed give different files (2: 128 px faces, 60k triplets; 3: adds the
 # validation triplets triplets/val.csv + fec_val.csv, every version-2 file but world.json is unchanged;
-# 4: adds the 3-D head avatar, which also changes the triplets that mix in avatar renders)
-WORLD_VERSION = 4
+# 4: adds the 3-D head avatar, which also changes the triplets that mix in avatar renders; 5: the held-out
+# actors split into validation and test actors, each split with triplets of its own)
+WORLD_VERSION = 5
 K_IDENTITY, K_FACE, K_AVATAR, K_AVTRIP, K_TRIPLET, K_RAW = 1, 2, 3, 4, 5, 6
-K_VAL_TRIPLET, K_VAL_RAW = 7, 8  # streams of their own: the validation triplets leave every other draw as it was
 AVATAR_NAMES = list(AVATARS)
 _HEAD = {"robot": 0.92, "cat": 0.95, "alien": 0.95}  # head half-extent, model units
 _ID_CACHE = {}
@@ -73,7 +77,7 @@ def _avtrip_task(t):
     name = AVATAR_NAMES[int(rng.integers(len(AVATAR_NAMES)))]
     cls, au = sample_expression(rng)
     au = np.round(au, 4)
-    rel = f"triplets/avatar_images/{('train', 'test')[split_idx]}/{name}_{i:05d}.png"
+    rel = f"triplets/avatar_images/{SPLITS[split_idx]}/{name}_{i:05d}.png"
     _write_png(Path(root) / rel, render_avatar(name, au_to_rig(name, au), size))
     x0, y0, x1, y1 = _avatar_face_box(name)
     return rel, cls, au, [x0, x1, y0, y1]  # FEC order: tl_col, br_col, tl_row, br_row
@@ -123,10 +127,11 @@ def make_world(out_dir, preset: str = "tiny", seed: int = 0, image_size: int = 6
     face_size = face_size or P["face_size"]
     root.mkdir(parents=True, exist_ok=True)
     workers = workers or min(2, os.cpu_count() or 1)
-    ntr, nte = P["train_actors"], P["test_actors"]
+    ntr, nva, nte = P["train_actors"], P["val_actors"], P["test_actors"]
     face_tasks, face_meta = [], []  # meta: (split, actor_idx, rel)
     fid = 0
-    splits = (("train", range(ntr), P["faces_per_train"]), ("test", range(ntr, ntr + nte), P["faces_per_test"]))
+    splits = (("train", range(ntr), P["faces_per_train"]), ("val", range(ntr, ntr + nva), P["faces_per_test"]),
+              ("test", range(ntr + nva, ntr + nva + nte), P["faces_per_test"]))
     for split, actors, per in splits:
         for a in actors:
             for n in range(per):
@@ -136,8 +141,8 @@ def make_world(out_dir, preset: str = "tiny", seed: int = 0, image_size: int = 6
                 fid += 1
     av_tasks = [(str(root), f"avatars/{nm}/images/{i:05d}.png", seed, ai, i, image_size)
                 for ai, nm in enumerate(AVATAR_NAMES) for i in range(P["avatar_pairs"])]
-    at_tasks = [(str(root), s, seed, i, image_size)
-                for s, k in ((0, "avatar_trip_train"), (1, "avatar_trip_test")) for i in range(P[k])]
+    at_tasks = [(str(root), si, seed, i, image_size) for si, split in enumerate(SPLITS)
+                for i in range(P[f"avatar_trip_{split}"])]
     # spawn, not fork: a forked child of a process that already used OpenCV's thread pool can hang
     ctx = mp.get_context("spawn")
     with ctx.Pool(workers, initializer=cv2.setNumThreads, initargs=(1,)) as pool:
@@ -158,17 +163,18 @@ def make_world(out_dir, preset: str = "tiny", seed: int = 0, image_size: int = 6
         (root / f"avatars/{nm}/avatar.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
 
     # --- face boxes of the actor faces (stage 3b and the embedding plot crop them as stage 2 does)
-    for split in ("train", "test"):
+    for split in SPLITS:
         _csv(root / f"faces/{split}/{FACE_BOXES_FILE}", ["image", "x0", "y0", "x1", "y1"],
              [[Path(rel).relative_to(f"faces/{split}").as_posix()] + _f4(np.asarray(faces[k][2])[[0, 2, 1, 3]])
               for k, (sp, _, rel) in enumerate(face_meta) if sp == split])
 
     # --- eval ground truth (never read by training code)
     au_hdr = ["image", "class"] + AU_NAMES
-    test_idx = [k for k, m in enumerate(face_meta) if m[0] == "test"]
     eval_train_actors = set(range(P["eval_train_actors"]))
     train_idx = [k for k, m in enumerate(face_meta) if m[0] == "train" and m[1] in eval_train_actors]
-    for name, idx, gdir in (("test_actors", test_idx, "gt_rigs"), ("train_actors", train_idx, "gt_rigs_train")):
+    for name, idx, gdir in (("test_actors", [k for k, m in enumerate(face_meta) if m[0] == "test"], "gt_rigs"),
+                            ("val_actors", [k for k, m in enumerate(face_meta) if m[0] == "val"], "gt_rigs_val"),
+                            ("train_actors", train_idx, "gt_rigs_train")):
         _csv(root / f"eval/{name}.csv", au_hdr,
              [[face_meta[k][2], EXPRESSION_CLASSES[faces[k][0]]] + _f4(faces[k][1]) for k in idx])
         for nm in AVATAR_NAMES:
@@ -178,7 +184,7 @@ def make_world(out_dir, preset: str = "tiny", seed: int = 0, image_size: int = 6
 
     # --- triplets: pool per split = that split's faces + that split's avatar renders
     url_map, trip_counts, raw_report, ann_stats, trip_img_rows = {}, {}, {}, {}, {}
-    for si, split in enumerate(("train", "test")):
+    for si, split in enumerate(SPLITS):
         fk = [k for k, m in enumerate(face_meta) if m[0] == split]
         ak = [k for k, t in enumerate(at_tasks) if t[1] == si]
         paths = [face_meta[k][2] for k in fk] + [avtrip[k][0] for k in ak]
@@ -201,19 +207,9 @@ def make_world(out_dir, preset: str = "tiny", seed: int = 0, image_size: int = 6
             rows, rep = inject_errors(rows, miss_url)
             raw_report = {"file": "triplets/fec_train.csv", "rows_0_based": rep,
                           "missing_url": miss_url, "missing_path": "triplets/missing/missing_000000.png",
-                          "note": "triplets/fec_test.csv, fec_val.csv and the simple CSVs are clean"}
+                          "note": "triplets/fec_val.csv, fec_test.csv and the simple CSVs are clean"}
         _csv(root / f"triplets/fec_{split}.csv", None, rows)
         trip_counts[split] = _counts(trips, is_av)
-        if split == "test":  # validation: other triplets of the held-out images that the url map names
-            usable = np.array([p in url_map for p in paths])
-            vtrips, n_dup = validation_triplets(np.random.default_rng([seed, K_VAL_TRIPLET]), usable, cls, au, is_av,
-                                                P["triplets_val"], len(EXPRESSION_CLASSES), trips)
-            _csv(root / "triplets/val.csv", ["anchor", "positive", "negative", "type"],
-                 [[paths[a], paths[p], paths[n], t] for a, p, n, t in vtrips])
-            rows, ann_stats["val"] = raw_rows(np.random.default_rng([seed, K_VAL_RAW]), vtrips, paths, bbox, url_map)
-            _csv(root / "triplets/fec_val.csv", None, rows)
-            trip_counts["val"] = {**_counts(vtrips, is_av), "dropped_as_test_triplets": n_dup,
-                                  "source": "held-out actors (the test actors), triplets other than the test ones"}
     url_rows = [[u, p] for p, u in url_map.items()] + [[raw_report["missing_url"], raw_report["missing_path"]]]
     _csv(root / "triplets/url_map.csv", ["url", "path"], url_rows)
     _csv(root / "eval/triplet_images.csv", ["image", "class", "source"] + AU_NAMES,
@@ -226,17 +222,20 @@ def make_world(out_dir, preset: str = "tiny", seed: int = 0, image_size: int = 6
         avatars=[dict(name=nm, display_name=AVATARS[nm]["display_name"], n_controls=len(AVATARS[nm]["controls"]),
                       controls=AVATARS[nm]["controls"], unmapped_controls=AVATARS[nm]["unmapped"])
                  for nm in AVATAR_NAMES],
-        counts=dict(actors_train=ntr, actors_test=nte, faces_train=ntr * P["faces_per_train"],
-                    faces_test=nte * P["faces_per_test"], avatar_pairs={nm: P["avatar_pairs"] for nm in AVATAR_NAMES},
-                    triplet_avatar_images={"train": P["avatar_trip_train"], "test": P["avatar_trip_test"]},
+        counts=dict(actors_train=ntr, actors_val=nva, actors_test=nte, faces_train=ntr * P["faces_per_train"],
+                    faces_val=nva * P["faces_per_test"], faces_test=nte * P["faces_per_test"],
+                    avatar_pairs={nm: P["avatar_pairs"] for nm in AVATAR_NAMES},
+                    triplet_avatar_images={s: P[f"avatar_trip_{s}"] for s in SPLITS},
                     triplets=trip_counts, eval_train_actor_images=len(train_idx)),
         fec_raw_annotations=dict(annotators_per_row=6, **{f"{k}_rows": v for k, v in ann_stats.items()}),
         fec_raw_injected_errors=raw_report,
-        paths=dict(faces_train="faces/train", faces_test="faces/test", triplets_train="triplets/train.csv",
-                   triplets_test="triplets/test.csv", fec_train="triplets/fec_train.csv",
-                   fec_test="triplets/fec_test.csv", triplets_val="triplets/val.csv", fec_val="triplets/fec_val.csv",
+        paths=dict(faces_train="faces/train", faces_val="faces/val", faces_test="faces/test",
+                   triplets_train="triplets/train.csv", triplets_test="triplets/test.csv",
+                   fec_train="triplets/fec_train.csv", fec_test="triplets/fec_test.csv",
+                   triplets_val="triplets/val.csv", fec_val="triplets/fec_val.csv",
                    url_map="triplets/url_map.csv", triplet_avatar_images="triplets/avatar_images",
                    avatars_root="avatars", eval_test_actors="eval/test_actors.csv", eval_gt_rigs="eval/gt_rigs",
+                   eval_val_actors="eval/val_actors.csv", eval_gt_rigs_val="eval/gt_rigs_val",
                    eval_train_actors="eval/train_actors.csv", eval_gt_rigs_train="eval/gt_rigs_train",
                    eval_au_to_rig="eval/au_to_rig.json", eval_triplet_images="eval/triplet_images.csv",
                    contact_sheet="contact_sheet.png"),
