@@ -58,6 +58,9 @@ class AnimateSettings:
             -1 = auto: 32 on CUDA, 0 on CPU, where the thread competes with the networks for the cores).
         preview: write preview.mp4 (input | crop | each avatar).
         preview_size: height in pixels of the preview's panels.
+        preview_mesh: a mesh avatar's panel shows its mesh at the decoded rig, rendered headless
+            (`avatar3d`, from `mesh:` in its avatar.yaml under `avatars_root`), instead of the neural
+            renderer's image; falls back to the latter, with a note, when the mesh cannot be rendered.
         image_fps: frame rate given to images (time_s and the preview video).
         max_frames: stop after this many frames (0 = all).
         quantize: 'none', or 'int8' for a dynamic int8 encoder on CPU (`animate.inference`; faster, not
@@ -87,6 +90,7 @@ class AnimateSettings:
     prefetch: int = -1
     preview: bool = True
     preview_size: int = 256
+    preview_mesh: bool = True
     image_fps: float = 30.0
     max_frames: int = 0
     quantize: str = "none"

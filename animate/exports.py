@@ -1,7 +1,8 @@
 """Animation exports next to each avatar's CSV: a glTF with the morph-weight animation for a mesh avatar,
-a Live Link Face CSV for an avatar with ARKit-named controls.
+a Live Link Face CSV for an avatar with ARKit-named controls; and the mesh avatars' preview panels.
 
     outputs, notes = export_avatars(out_dir, names, controls, curves, times, fps, avatars_root)
+    panels, notes = mesh_panels(names, controls, avatars_root, size)   # {avatar index: rig -> image}
 
 The avatar folders (`<avatars_root>/<name>/avatar.yaml`) say which avatars are meshes (`mesh:`) and
 how controls map to ARKit names (`arkit_names:`, else by name, `avatar3d.arkit`). Frames without a
@@ -9,12 +10,13 @@ face hold the last pose (the neutral before the first face), since an animation 
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from avatar3d.arkit import arkit_map, to_arkit, write_livelink_csv
-from avatar3d.mesh import MeshFormatError, read_mesh, write_glb
+from avatar3d.mesh import BlendShapeMesh, MeshFormatError, read_mesh, write_glb
 from common.config import read_yaml_mapping
 
 
@@ -39,6 +41,50 @@ def _increasing(times: np.ndarray) -> np.ndarray:
     return np.asarray(keep, np.int64)
 
 
+def _avatar_mesh(avatars_root: str | Path, name: str, controls: list[str]
+                 ) -> tuple[dict, BlendShapeMesh | None, str | None]:
+    """(avatar.yaml, its mesh or None, why there is no mesh or None) of avatar `name`."""
+    meta_path = Path(avatars_root) / name / "avatar.yaml"
+    if not meta_path.is_file():
+        return {}, None, f"{name}: {meta_path} not found (set avatars_root), so only name-based exports"
+    meta = read_yaml_mapping(meta_path, ValueError)
+    if not meta.get("mesh"):
+        return meta, None, None
+    mesh_path = meta_path.parent / str(meta["mesh"])
+    try:
+        mesh = read_mesh(mesh_path)
+    except MeshFormatError as e:
+        return meta, None, f"{name}: {e}"
+    missing = sorted(set(mesh.target_names) - set(controls))
+    if missing:
+        return meta, None, f"{name}: {mesh_path} has shapes {missing[:5]} that are not the avatar's controls"
+    return meta, mesh, None
+
+
+def mesh_panels(names: list[str], controls: list[list[str]], avatars_root: str | Path, size: int
+                ) -> tuple[dict[int, Callable[[np.ndarray], np.ndarray]], list[str]]:
+    """Preview panels of the mesh avatars: {avatar index: rig (n_controls,) -> (size, size, 3) uint8}, the
+    mesh rendered headless with its avatar.yaml `render` settings (the framing its training pairs had) at
+    `size`; and notes on mesh avatars that cannot be shown so (no mesh file, no OpenGL)."""
+    from avatar3d.render import MeshRenderer, RenderSettings
+
+    panels, notes = {}, []
+    for a, (name, ctrl) in enumerate(zip(names, controls)):
+        meta, mesh, why = _avatar_mesh(avatars_root, name, ctrl)
+        if mesh is None:
+            notes += [f"{why}; its preview shows the neural renderer"] if meta.get("mesh") and why else []
+            continue
+        settings = {k: tuple(v) if isinstance(v, list) else v for k, v in (meta.get("render") or {}).items()}
+        try:
+            renderer = MeshRenderer(mesh, RenderSettings(**{**settings, "size": size}))
+        except (RuntimeError, TypeError) as e:
+            notes.append(f"{name}: the mesh cannot be rendered here ({e}); its preview shows the neural renderer")
+            continue
+        order = [ctrl.index(t) for t in mesh.target_names]
+        panels[a] = lambda rig, r=renderer, o=order: r.render(np.asarray(rig, np.float32)[o])
+    return panels, notes
+
+
 def export_avatars(out_dir: Path, names: list[str], controls: list[list[str]], curves: np.ndarray,
                    times: np.ndarray, fps: float, avatars_root: str | Path) -> tuple[dict, list[str]]:
     """Write `<avatar>.glb` / `<avatar>_livelink.csv` where they apply.
@@ -53,29 +99,20 @@ def export_avatars(out_dir: Path, names: list[str], controls: list[list[str]], c
     times = np.asarray(times, np.float64)
     for a, (name, ctrl) in enumerate(zip(names, controls)):
         rig = hold_gaps(curves[:, a, :len(ctrl)])
-        meta_path = Path(avatars_root) / name / "avatar.yaml"
-        meta = read_yaml_mapping(meta_path, ValueError) if meta_path.is_file() else {}
-        if not meta_path.is_file():
-            notes.append(f"{name}: {meta_path} not found (set avatars_root), so only name-based exports")
+        meta, mesh, why = _avatar_mesh(avatars_root, name, ctrl)
+        if why and not meta:
+            notes.append(why)
         try:
             mapping = arkit_map(ctrl, meta.get("arkit_names"))
         except KeyError as e:
-            notes.append(f"{name}: {meta_path}: {e.args[0]}; no Live Link CSV")
+            notes.append(f"{name}: {Path(avatars_root) / name / 'avatar.yaml'}: {e.args[0]}; no Live Link CSV")
             mapping = {}
         if mapping:
             write_livelink_csv(out_dir / f"{name}_livelink.csv", times, to_arkit(rig, ctrl, mapping), fps)
             outputs["livelink"].append(f"{name}_livelink.csv")
         if meta.get("mesh"):
-            mesh_path = meta_path.parent / str(meta["mesh"])
-            try:
-                mesh = read_mesh(mesh_path)
-            except MeshFormatError as e:
-                notes.append(f"{name}: {e}; no .glb")
-                continue
-            missing = sorted(set(mesh.target_names) - set(ctrl))
-            if missing:
-                notes.append(f"{name}: {mesh_path} has shapes {missing[:5]} that are not the avatar's controls; "
-                             "no .glb")
+            if mesh is None:
+                notes.append(f"{why}; no .glb")
                 continue
             keep = _increasing(times)
             weights = rig[keep][:, [ctrl.index(t) for t in mesh.target_names]]

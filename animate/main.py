@@ -44,7 +44,7 @@ import torch
 
 from animate.config import AnimateConfig, AnimateSettings
 from animate.detect import PRODUCER_STEPS, detect_frames, prefetch
-from animate.exports import export_avatars
+from animate.exports import export_avatars, mesh_panels
 from animate.inference import prepare
 from animate.mediapipe_face import MediaPipeUnavailable
 from animate.mediapipe_face import unavailable as mediapipe_unavailable
@@ -74,8 +74,11 @@ def animate(source: Source, models: Models, detector, cfg: AnimateSettings, devi
     returns the summary (not yet written). `driver`: see `animate.pipeline.Animator` (None = the decoder)."""
     video = source.kind == "video"
     timer = StepTimer(device)
+    avatars_root = cfg.avatars_root or models.avatars_root
+    panels, preview_notes = mesh_panels(models.names, models.controls, avatars_root, cfg.preview_size) \
+        if cfg.preview and cfg.preview_mesh and avatars_root else ({}, [])
     anim = Animator(models.decoder, models.frozen, cfg, device, precision, source.fps, video and cfg.smoothing.enabled,
-                    timer, driver)
+                    timer, driver, panels)
     t0 = time.perf_counter()
     depth = cfg.prefetch if cfg.prefetch >= 0 else (32 if device.type == "cuda" else 0)
     frames = source.frames()
@@ -102,7 +105,7 @@ def animate(source: Source, models: Models, detector, cfg: AnimateSettings, devi
             write_curves(out_dir / f"{name}.csv", ctrl, curves[:, a, :len(ctrl)], times, found, faces)
     with timer("write_exports"):
         exports, notes = export_avatars(out_dir, models.names, models.controls, curves, times,
-                                        preview_fps(source.fps), cfg.avatars_root or models.avatars_root)
+                                        preview_fps(source.fps), avatars_root)
     wall = time.perf_counter() - t0
     steps = {k: round(v, 3) for k, v in timer.seconds.items()}
     main_thread = [v for k, v in timer.seconds.items() if depth == 0 or k not in PRODUCER_STEPS]
@@ -119,7 +122,8 @@ def animate(source: Source, models: Models, detector, cfg: AnimateSettings, devi
             "expression_distance_frames": len(anim.distances[0]), "avatars": list(models.names),
             "outputs": {"csv": [f"{n}.csv" for n in models.names], **exports,
                         "preview": "preview.mp4" if cfg.preview else None},
-            "export_notes": notes, "driver": cfg.driver,
+            "export_notes": notes, "preview_mesh": [models.names[a] for a in panels], "preview_notes": preview_notes,
+            "driver": cfg.driver,
             **({"driver_missed_frames": driver.missed} if driver is not None else {}),
             "detector": getattr(detector, "name", type(detector).__name__), "device": str(device),
             "precision": precision, "prefetch": depth, "smoothed": video and cfg.smoothing.enabled,

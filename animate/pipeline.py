@@ -44,15 +44,18 @@ class Animator:
         driver: None (the decoder makes the rigs), or a callable: the frames with a face (`Item`s) ->
             (B, A, max_n) rigs, e.g. `animate.mediapipe_face.MediaPipeDriver`; the crops are still encoded
             for the expression distance.
+        mesh_panels: {avatar index: rig (n_controls,) -> image} for the avatars whose preview panel shows
+            their mesh (`animate.exports.mesh_panels`); the others show the neural renderer's image, which
+            the expression distance always uses.
     After `process` is exhausted: `curves()` (T, A, max_n) float32, `found` (T,) bool (a face was detected),
     `times` (T,) s, `faces` (T,) faces seen, `tracks` (face tracks started), `distances` per avatar: the
     expression distances of the measured frames.
     """
 
     def __init__(self, model, frozen, cfg: AnimateSettings, device: torch.device, precision: str, fps: float,
-                 smooth: bool, timer: StepTimer, driver=None):
+                 smooth: bool, timer: StepTimer, driver=None, mesh_panels: dict | None = None):
         self.model, self.frozen, self.cfg, self.device, self.precision = model, frozen, cfg, device, precision
-        self.driver = driver
+        self.driver, self.mesh_panels = driver, mesh_panels or {}
         self.A, self.timer = len(frozen.names), timer
         self.filter = OneEuroFilter.from_config(cfg.smoothing, fps) if smooth else None
         self.last: np.ndarray | None = None  # (A, max_n) rig of the last frame with a face
@@ -150,11 +153,14 @@ class Animator:
             return []
         out, P = [], self.cfg.preview_size
         with self.timer("preview"):
-            panels = renders_to_uint8(renders, P) if todo else None  # (m * A, P, P, 3)
+            panels = list(renders_to_uint8(renders, P)) if todo else []  # m * A of (P, P, 3)
+            for k, (_, rig, _) in enumerate(todo):
+                for a, draw in self.mesh_panels.items():
+                    panels[k * self.A + a] = draw(rig[a, :self.frozen.n_controls[a]])
             k = 0
             for it in batch:
                 if k < len(todo) and todo[k][0] is it:
-                    self.last_panels = list(panels[k * self.A:(k + 1) * self.A])
+                    self.last_panels = panels[k * self.A:(k + 1) * self.A]
                     k += 1
                 out.append((it.t, compose([it.panel, square_panel(it.crop, P), *map(lambda p: square_panel(p, P),
                                    self.last_panels)], ["", "crop", *self.frozen.names])))
