@@ -46,7 +46,8 @@ class ExpressionConfig:
     emb_dim: int = 16
     drop_path: float = 0.1
     # training augmentation (evaluation always uses resize + centre crop); see expression_finetune/transforms.py
-    augment: str = "official"  # official (timm create_transform) | ours (torchvision) | none (eval transform)
+    augment: str = "official"  # official (timm create_transform) | ours (torchvision) | camera | none (eval transform)
+    camera_p: float = 0.5  # camera: share of the faces degraded as real footage is (data.degrade)
     crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])  # RandomResizedCrop area range
     crop_ratio: list[float] = field(default_factory=lambda: [7 / 8, 8 / 7])  # and aspect-ratio range
     auto_augment: str | None = "rand-m9-mstd0.5-inc1"  # official: timm policy string (magnitude of 10)
@@ -73,7 +74,9 @@ class ExpressionConfig:
     def __post_init__(self):
         check_choice("mode", self.mode, ["train", "eval"])
         check_choice("precision", self.precision, PRECISIONS)
-        check_choice("augment", self.augment, ["official", "ours", "none"])
+        check_choice("augment", self.augment, ["official", "ours", "camera", "none"])
+        if not 0 <= self.camera_p <= 1:
+            raise ValueError(f"'camera_p' must lie in [0, 1], got {self.camera_p}")
         check_choice("distance", self.distance, DISTANCES)
         check_choice("format", self.format, ["auto", "simple", "fec"])
         check_choice("optimizer", self.optimizer, ["sgd", "adamw"])

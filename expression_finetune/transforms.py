@@ -10,6 +10,9 @@ deterministic eval transform.
   horizontal flip (0.5) on; ours comes from `hflip` (0 by default) because a flip swaps left/right
   action units (a wink, a smirk), so it changes the expression label.
 * ours: the torchvision pipeline below (RandAugment on torchvision's 0-30 magnitude scale).
+* camera: the eval transform after, with probability `camera_p`, one of what real footage does to a
+  face (`data.degrade`: blur, JPEG, sensor noise, low light, low resolution, in-plane rotation) at a
+  strength drawn between none and the stronger of the two that `scripts/claims.py` measures robustness at.
 * none: the eval transform (deterministic; the demo's setting).
 """
 from __future__ import annotations
@@ -21,10 +24,33 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 from torchvision import transforms as T
 
+from data.degrade import STRENGTHS, degrade
 from data.images import FACE_MEAN, FACE_STD, eval_transform, normalize
 
-__all__ = ["build_train_transform", "official_train_transform", "train_transform", "eval_transform",
-           "preprocess_tensor"]
+__all__ = ["CameraDegradation", "build_train_transform", "official_train_transform", "train_transform",
+           "eval_transform", "preprocess_tensor"]
+IDENTITY = {"blur": 0.0, "jpeg": 100, "noise": 0.0, "low_light": 1.0, "low_res": 1.0, "rotation": 0.0}
+
+
+class CameraDegradation:
+    """`augment: camera`: with probability `p`, one degradation of `data.degrade`, uniformly chosen, at a
+    strength uniform between none (`IDENTITY`) and its stronger `STRENGTHS` value (rotations either way).
+    Every draw comes from torch's generator, so the per-sample seeds of `common.seeding` fix them."""
+
+    def __init__(self, p: float = 0.5):
+        self.p, self.kinds = p, sorted(STRENGTHS)
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        u = torch.rand(3).tolist()
+        if u[0] >= self.p:
+            return img
+        kind = self.kinds[min(int(u[1] * len(self.kinds)), len(self.kinds) - 1)]
+        lo, hi = IDENTITY[kind], STRENGTHS[kind][1]
+        strength = lo + (hi - lo) * u[2]
+        if kind == "rotation" and torch.rand(()) < 0.5:
+            strength = -strength
+        return degrade(img, kind, round(strength) if kind == "jpeg" else strength,
+                       seed=int(torch.randint(2**31 - 1, ())))
 
 
 def posterize(img: Image.Image, bits_to_keep: int, **_) -> Image.Image:
@@ -69,6 +95,8 @@ def build_train_transform(cfg, size: int) -> tuple[Callable, bool]:
     if cfg.augment == "ours":
         return train_transform(size, cfg.crop_scale, cfg.rand_ops, cfg.rand_magnitude, cfg.reprob, cfg.hflip,
                                cfg.crop_ratio), False
+    if cfg.augment == "camera":
+        return T.Compose([CameraDegradation(cfg.camera_p), eval_transform(size)]), False
     return eval_transform(size), True  # 'none': faces go through the eval resize, transformed once if cached
 
 

@@ -34,3 +34,19 @@ def test_rotation_turns_about_the_given_centre_and_unknown_kinds_are_refused():
     assert np.asarray(degrade(Image.fromarray(arr), "rotation", 45))[16, 48].max() == 0  # about the middle: it moves
     with pytest.raises(ValueError, match="unknown degradation"):
         degrade(Image.fromarray(arr), "fog", 1)
+
+
+def test_camera_augmentation_is_fixed_by_torch_seed_and_p():
+    import torch
+
+    from expression_finetune.transforms import CameraDegradation
+
+    img = photo()
+    outs = []
+    for seed in (0, 0, 1):
+        torch.manual_seed(seed)
+        outs.append([np.asarray(CameraDegradation(1.0)(img)) for _ in range(6)])
+    assert all(np.array_equal(a, b) for a, b in zip(outs[0], outs[1]))  # same seed, same draws
+    assert not all(np.array_equal(a, b) for a, b in zip(outs[0], outs[2]))
+    assert sum(not np.array_equal(o, np.asarray(img)) for o in outs[0]) >= 5  # p = 1: (nearly) always changed
+    assert np.array_equal(np.asarray(CameraDegradation(0.0)(img)), np.asarray(img))
