@@ -57,9 +57,9 @@ class Renderer(nn.Module):
     """Stage-3a API stand-in: render(rig, name) -> (B, 3, 16, 16) in [0, 1]; refuses a wrong rig size."""
     image_size = 16
 
-    def __init__(self):
+    def __init__(self, names: list[str] = NAMES, controls: list[list[str]] = CONTROLS):
         super().__init__()
-        self.avatar_names, self.controls = NAMES, dict(zip(NAMES, CONTROLS))
+        self.avatar_names, self.controls = names, dict(zip(names, controls))
         self.nets = nn.ModuleDict({n: nn.Linear(len(c), 3 * 16 * 16) for n, c in self.controls.items()})
         self.requires_grad_(False)
 

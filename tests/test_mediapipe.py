@@ -9,7 +9,6 @@ import copy
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 import animate.main as animate_main
 import animate.mediapipe_face as mpf
@@ -24,7 +23,7 @@ from data.video import write_video
 from emb2rig.config import Emb2RigConfig
 from emb2rig.frozen import Frozen
 from emb2rig.models import DecoderConfig, build_model
-from tests.test_animate import DiscDetector, Encoder, read_csv, synthetic_frames
+from tests.test_animate import DiscDetector, Encoder, Renderer, read_csv, synthetic_frames
 
 NAMES = ["head", "robot"]
 CONTROLS = [["eyeBlink_L", "eyeBlink_R", "jawOpen", "browInnerUp_L", "browInnerUp_R", "ear_wiggle"],
@@ -81,20 +80,6 @@ def test_driver_retargets_holds_missed_frames_and_closes(monkeypatch):
     assert driver.landmarker.closed and driver.landmarker.video
 
 
-class Renderer(nn.Module):
-    """Stage-3a stand-in for NAMES / CONTROLS: render(rig, name) -> (B, 3, 16, 16) in [0, 1]."""
-    image_size = 16
-
-    def __init__(self):
-        super().__init__()
-        self.avatar_names, self.controls = NAMES, dict(zip(NAMES, CONTROLS))
-        self.nets = nn.ModuleDict({n: nn.Linear(len(c), 3 * 16 * 16) for n, c in self.controls.items()})
-        self.requires_grad_(False)
-
-    def render(self, rig, name):
-        return torch.sigmoid(4 * self.nets[name](rig - 0.5)).view(-1, 3, 16, 16)
-
-
 def test_animate_with_the_mediapipe_driver(tmp_path, monkeypatch):
     """`test.driver=mediapipe`: the CSVs hold the (fake) scores by name, the frames without a face are kept,
     the other avatar stays at 0, the preview and Live Link export are written and the landmarker is closed."""
@@ -107,7 +92,7 @@ def test_animate_with_the_mediapipe_driver(tmp_path, monkeypatch):
     save_checkpoint({"model": model.state_dict(), "config": to_dict(cfg), "epoch": 0, "avatars": NAMES,
                      "controls": CONTROLS}, tmp_path / "ckpt.pth")
     write_video(tmp_path / "clip.mp4", synthetic_frames(), fps=24)
-    frozen = Frozen(Encoder(), Renderer(), NAMES, CONTROLS)
+    frozen = Frozen(Encoder(), Renderer(NAMES, CONTROLS), NAMES, CONTROLS)
     monkeypatch.setattr(animate_models, "load_encoder", lambda path: copy.deepcopy(frozen.encoder))
     monkeypatch.setattr(animate_models, "load_renderer", lambda path: copy.deepcopy(frozen.renderer))
     monkeypatch.setattr(animate_main, "build_detector", lambda name, cfg: DiscDetector())
