@@ -7,7 +7,8 @@ Reuses the demo's world and its stage-1 (MAE), stage-2 (expression encoder) and 
 models from --demo (`scripts/demo.py`'s output folder) and trains, each in its own folder under --out:
   (a) MAE pretraining helps the expression encoder: stage-2 test-triplet accuracy from the demo's MAE
       and from random init with 2%, 10% and 100% of the training triplets (a fixed subset per
-      fraction), the same step budget for every run; and from a stage 1 twice as long, at 10%.
+      fraction, repeated where one pass is shorter than an epoch), the same steps for every run; and
+      from a stage 1 twice as long, at 10%.
   (b) The full stage-3b method beats the mean rig and the rig-only decoder on the test actors.
   (c) One multi-avatar decoder vs one decoder per avatar (the same budget in decoded pairs), with every
       render and with a fixed 10% of each avatar's renders.
@@ -110,8 +111,9 @@ class Claims:
         return r
 
     # ---- (a) label efficiency ---------------------------------------------------------------------------
-    def subset(self, frac: float) -> str:
-        """A fixed share of the raw FEC training rows (the same rows for every seed and init)."""
+    def subset(self, frac: float, rows_per_epoch: int) -> str:
+        """A fixed share of the raw FEC training rows (the same rows for every seed and init), repeated
+        until one pass holds `rows_per_epoch` rows, so that every fraction trains for the same steps."""
         src = self.world / "triplets/fec_train.csv"
         if frac >= 1:
             return str(src)
@@ -120,14 +122,14 @@ class Claims:
             rows = src.read_text().splitlines(keepends=True)
             keep = np.sort(np.random.default_rng(round(frac * 1e6)).choice(len(rows), round(frac * len(rows)), False))
             dst.parent.mkdir(parents=True, exist_ok=True)
-            dst.write_text("".join(rows[i] for i in keep))
+            dst.write_text("".join(rows[i] for i in keep) * -(-rows_per_epoch // len(keep)))
         return str(dst)
 
     def stage2(self, init: str, pretrained: Path | None, frac: float, seed: int) -> dict:
         cfg = load_config(ExpressionConfig, [
             "configs/demo/expression.yaml", f"output_dir={self.out / 'a' / f'{init}_{frac:g}_s{seed}'}",
-            f"data_root={self.world}", f"pretrained={pretrained or 'null'}", f"train_csv={self.subset(frac)}",
-            f"seed={seed}", *self.b.stage2])
+            f"data_root={self.world}", f"pretrained={pretrained or 'null'}", f"seed={seed}", *self.b.stage2])
+        cfg.train_csv = self.subset(frac, cfg.steps_per_epoch * cfg.batch_size)
         test = self.timed("a", train_expression, cfg)["test"]
         return {"acc": test["triplet_acc"], **{t: test["per_type"][t] for t in TYPES}}
 
