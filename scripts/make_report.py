@@ -65,7 +65,7 @@ def collect(out: Path) -> tuple[dict, dict[str, Path]]:
         t = s.get("test") or {"triplet_acc": None, "per_type": {}}  # scored once, best checkpoint on validation
         rep["expression"] = {"triplet_acc": t["triplet_acc"], "per_type": t["per_type"],
                              "val_triplet_acc": s["best_triplet_acc"], "best_epoch": s["best_epoch"]}
-        title = "Expression embedding of held-out actors (PCA, coloured by dominant AU)"
+        title = "Expression embedding of the test actors (PCA, coloured by dominant AU)"
         pics[title] = out / "embeddings" / "test_actors.png"
         pics["Expression fine-tuning curves"] = out / "expression" / "curves.png"
     if s := load(out / "rig2img" / "summary.json"):
@@ -142,7 +142,7 @@ def markdown(rep: dict, pics: dict[str, Path], out: Path) -> str:
                 ("rig supervision only", "baseline_rig_only"), ("one decoder per avatar", "per_avatar_decoders")]
         cols = [(c, k) for c, k in cols if k in d]
         names = [n for n in d["rig_mae"] if n != "mean"]
-        lines += ["## Stage 3b: rig transfer to held-out actors", "",
+        lines += ["## Stage 3b: rig transfer to the test actors", "",
                   f"Mean absolute error between predicted and ground-truth rigs (values in [0, 1]) over "
                   f"{d['test_images']} images of the test actors; lower is better.", "",
                   "| avatar | " + " | ".join(c for c, _ in cols) + " |", "|---|" + "---|" * len(cols)]
