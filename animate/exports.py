@@ -2,7 +2,7 @@
 a Live Link Face CSV for an avatar with ARKit-named controls; and the mesh avatars' preview panels.
 
     outputs, notes = export_avatars(out_dir, names, controls, curves, times, fps, avatars_root)
-    panels, notes = mesh_panels(names, controls, avatars_root, size)   # {avatar index: rig -> image}
+    panels, notes, release = mesh_panels(names, controls, avatars_root, size)   # {avatar index: rig -> image}
 
 The avatar folders (`<avatars_root>/<name>/avatar.yaml`) say which avatars are meshes (`mesh:`) and
 how controls map to ARKit names (`arkit_names:`, else by name, `avatar3d.arkit`). Frames without a
@@ -62,13 +62,14 @@ def _avatar_mesh(avatars_root: str | Path, name: str, controls: list[str]
 
 
 def mesh_panels(names: list[str], controls: list[list[str]], avatars_root: str | Path, size: int
-                ) -> tuple[dict[int, Callable[[np.ndarray], np.ndarray]], list[str]]:
+                ) -> tuple[dict[int, Callable[[np.ndarray], np.ndarray]], list[str], Callable[[], None]]:
     """Preview panels of the mesh avatars: {avatar index: rig (n_controls,) -> (size, size, 3) uint8}, the
     mesh rendered headless with its avatar.yaml `render` settings (the framing its training pairs had) at
-    `size`; and notes on mesh avatars that cannot be shown so (no mesh file, no OpenGL)."""
+    `size`; notes on mesh avatars that cannot be shown so (no mesh file, no OpenGL); and a function that
+    releases the renderers' OpenGL contexts (call it when the preview is written)."""
     from avatar3d.render import MeshRenderer, RenderSettings
 
-    panels, notes = {}, []
+    panels, notes, renderers = {}, [], []
     for a, (name, ctrl) in enumerate(zip(names, controls)):
         meta, mesh, why = _avatar_mesh(avatars_root, name, ctrl)
         if mesh is None:
@@ -80,9 +81,10 @@ def mesh_panels(names: list[str], controls: list[list[str]], avatars_root: str |
         except (RuntimeError, TypeError) as e:
             notes.append(f"{name}: the mesh cannot be rendered here ({e}); its preview shows the neural renderer")
             continue
+        renderers.append(renderer)
         order = [ctrl.index(t) for t in mesh.target_names]
         panels[a] = lambda rig, r=renderer, o=order: r.render(np.asarray(rig, np.float32)[o])
-    return panels, notes
+    return panels, notes, lambda: [r.release() for r in renderers]
 
 
 def export_avatars(out_dir: Path, names: list[str], controls: list[list[str]], curves: np.ndarray,

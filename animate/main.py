@@ -74,11 +74,6 @@ def animate(source: Source, models: Models, detector, cfg: AnimateSettings, devi
     returns the summary (not yet written). `driver`: see `animate.pipeline.Animator` (None = the decoder)."""
     video = source.kind == "video"
     timer = StepTimer(device)
-    avatars_root = cfg.avatars_root or models.avatars_root
-    panels, preview_notes = mesh_panels(models.names, models.controls, avatars_root, cfg.preview_size) \
-        if cfg.preview and cfg.preview_mesh and avatars_root else ({}, [])
-    anim = Animator(models.decoder, models.frozen, cfg, device, precision, source.fps, video and cfg.smoothing.enabled,
-                    timer, driver, panels)
     t0 = time.perf_counter()
     depth = cfg.prefetch if cfg.prefetch >= 0 else (32 if device.type == "cuda" else 0)
     frames = source.frames()
@@ -89,14 +84,22 @@ def animate(source: Source, models: Models, detector, cfg: AnimateSettings, devi
     frames = itertools.chain([first], frames)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    avatars_root = cfg.avatars_root or models.avatars_root
+    panels, preview_notes, release = mesh_panels(models.names, models.controls, avatars_root, cfg.preview_size) \
+        if cfg.preview and cfg.preview_mesh and avatars_root else ({}, [], lambda: None)
+    anim = Animator(models.decoder, models.frozen, cfg, device, precision, source.fps, video and cfg.smoothing.enabled,
+                    timer, driver, panels)
     previews = anim.process(prefetch(detect_frames(frames, detector, cfg, source.fps, video, timer), depth))
-    if cfg.preview:  # (time, frame) pairs; a video's preview shows at each 1 / fps the frame of that moment
-        timed = _timed_sink(previews, timer)
-        fps = preview_fps(source.fps)
-        write_video(out_dir / "preview.mp4", retime(timed, fps) if video else (f for _, f in timed), fps)
-    else:
-        for _ in previews:
-            pass
+    try:
+        if cfg.preview:  # (time, frame) pairs; a video's preview shows at each 1 / fps the frame of that moment
+            timed = _timed_sink(previews, timer)
+            fps = preview_fps(source.fps)
+            write_video(out_dir / "preview.mp4", retime(timed, fps) if video else (f for _, f in timed), fps)
+        else:
+            for _ in previews:
+                pass
+    finally:
+        release()  # the mesh renderers' OpenGL contexts
     read = source.report()
     curves, found = anim.curves(), np.array(anim.found, bool)
     times, faces = np.array(anim.times), np.array(anim.faces)

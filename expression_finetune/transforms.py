@@ -13,6 +13,8 @@ deterministic eval transform.
 * camera: the eval transform after, with probability `camera_p`, one of what real footage does to a
   face (`data.degrade`: blur, JPEG, sensor noise, low light, low resolution, in-plane rotation) at a
   strength drawn between none and the stronger of the two that `scripts/claims.py` measures robustness at.
+  It acts on the face crop (a rotation fills its corners with the crop's edge pixels), where the
+  robustness test degrades the whole photo before the crop.
 * none: the eval transform (deterministic; the demo's setting).
 """
 from __future__ import annotations

@@ -187,7 +187,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("config", help="the stage-3b config of the full method, e.g. configs/demo/emb2rig.yaml")
     ap.add_argument("overrides", nargs="*", help="key=value config overrides, applied to every run")
-    ap.add_argument("--out", default=None, help="report folder (default: <output_dir>_transfer)")
+    ap.add_argument("--out", default=None,
+                    help="report folder (default: <output_dir>_transfer; <output_dir>_transfer_val with --split val)")
     ap.add_argument("--runs-root", default=None, help="baseline run folders (default: <out>/runs)")
     ap.add_argument("--split", default="test", choices=sorted(EVAL_SPLITS),
                     help="held-out actors to score: test (the figures to report) or val (for choosing settings)")
@@ -197,7 +198,7 @@ def main() -> None:
                     help="train no baseline (implies --no-per-avatar); only the full method and the mean rig")
     args = ap.parse_args()
     cfg = load_config(Emb2RigCommand, [args.config, *args.overrides])  # the stage-3b YAML (its test: unused)
-    out = Path(args.out or cfg.output_dir.rstrip("/") + "_transfer")
+    out = Path(args.out or cfg.output_dir.rstrip("/") + ("_transfer" if args.split == "test" else "_transfer_val"))
     runs_root = Path(args.runs_root) if args.runs_root else out / "runs"
     world = Path(cfg.data_root)
     avatars = load_avatars(world / cfg.avatars_root, cfg.avatars or None)

@@ -380,9 +380,10 @@ def test_mesh_avatar_gets_a_glb_and_live_link_export_that_match_its_csv(world, m
     from animate.exports import mesh_panels
 
     assert summary["preview_mesh"] == ["robot"] and not summary["preview_notes"]
-    panels, _ = mesh_panels(NAMES, CONTROLS, avatars, 32)
+    panels, _, release = mesh_panels(NAMES, CONTROLS, avatars, 32)
     preview = next(iter(VideoReader(out / "preview.mp4")))[:, 42 + 32 * (1 + NAMES.index("robot")):][:, :32]
     mesh_img = panels[NAMES.index("robot")](rows[0, 2:5])
+    release()
     assert np.abs(preview.astype(float).mean((0, 1)) - mesh_img.mean((0, 1))).max() < 8  # H.264 is lossy
 
 
@@ -401,9 +402,11 @@ def test_mesh_panels_render_the_mesh_at_the_rig_in_its_target_order(tmp_path):
         (tmp_path / name).mkdir()
         (tmp_path / name / "avatar.yaml").write_text(meta)
     write_glb(tmp_path / "m" / "mesh.glb", mesh)
-    panels, notes = mesh_panels(["m", "gone"], [["a", "b"], ["a", "b"]], tmp_path, 48)
+    panels, notes, release = mesh_panels(["m", "gone"], [["a", "b"], ["a", "b"]], tmp_path, 48)
     assert list(panels) == [0] and len(notes) == 1 and "gone" in notes[0]
     ref = MeshRenderer(mesh, RenderSettings(size=48, background=(1.0, 0.0, 0.0), yaw_deg=10.0))
     img = panels[0](np.array([0.8, 0.1]))  # a = 0.8, b = 0.1
     assert img.shape == (48, 48, 3) and np.array_equal(img, ref.render(np.array([0.1, 0.8])))
     assert not np.array_equal(img, panels[0](np.array([0.1, 0.8])))
+    release()
+    ref.release()
