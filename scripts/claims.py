@@ -63,6 +63,7 @@ from scripts.evaluate_transfer import (  # noqa: E402
 
 TYPES = ["ONE_CLASS_TRIPLET", "TWO_CLASS_TRIPLET", "THREE_CLASS_TRIPLET"]
 BASELINE_NAMES = {"mean_rig": "mean rig", "rig_only": "rig-only decoder"}
+CHANCE_PLUS = 0.40  # a stage-2 run below this test-triplet accuracy has barely left chance (1/3)
 
 
 @dataclass
@@ -302,6 +303,14 @@ def section_a(a: dict, b: Budget) -> tuple[list[str], dict]:
     verdicts["long_stage1"] = verdict(m, strength, "the longer stage 1 better", "the longer stage 1 worse")
     lines.append(f"- {f:.0%} of the triplets, stage 1 twice as long − the demo's stage 1: {diff}: "
                  f"{verdicts['long_stage1']}")
+    diff, m, strength = paired([a[f"mae_long/{f:g}/{s}"]["acc"] - a[f"random/{f:g}/{s}"]["acc"] for s in b.seeds])
+    lines.append(f"- {f:.0%} of the triplets, MAE init from the longer stage 1 − random: {diff}: "
+                 f"{verdict(m, strength, 'MAE init better', 'random init better')}")
+    stuck = {init: sum(r["acc"] < CHANCE_PLUS for k, r in a.items() if k.split("/")[0] == init)
+             for init in ("mae", "random", "mae_long")}
+    runs = {init: sum(k.split("/")[0] == init for k in a) for init in stuck}
+    lines += ["", "Runs that stayed near chance (test accuracy below " f"{CHANCE_PLUS}; chance is 1/3): "
+              + ", ".join(f"{init} {stuck[init]} of {runs[init]}" for init in stuck) + "."]
     return lines, verdicts
 
 
@@ -382,6 +391,7 @@ def section_d(d: dict, b: Budget, stage2_acc: dict) -> tuple[list[str], dict]:
                     v["met" if ratio[c] <= 1.2 else "not_met"].append(f"{kind} ({ratio[c]:.2f})")
             lines.append(f"| {kind} | {strength:g} | " + " | ".join(pm((r[c] for r in rs), 4) for c in cols)
                          + " | " + " | ".join(f"{ratio[c]:.2f}" for c in fulls) + " |")
+    lines.append("")
     for c, title in (("full", "the demo's encoder"), ("camera", "the camera-augmented encoder")):
         if c in verdicts:
             met, missed = (", ".join(verdicts[c][k]) or "none" for k in ("met", "not_met"))
