@@ -72,8 +72,9 @@ def mesh_panels(names: list[str], controls: list[list[str]], avatars_root: str |
     panels, notes, renderers = {}, [], []
     for a, (name, ctrl) in enumerate(zip(names, controls)):
         meta, mesh, why = _avatar_mesh(avatars_root, name, ctrl)
-        if mesh is None:
-            notes += [f"{why}; its preview shows the neural renderer"] if meta.get("mesh") and why else []
+        if mesh is None:  # not a mesh avatar, or (with a reason) a mesh that cannot be read
+            if why and meta.get("mesh"):
+                notes.append(f"{why}; its preview shows the neural renderer")
             continue
         settings = {k: tuple(v) if isinstance(v, list) else v for k, v in (meta.get("render") or {}).items()}
         try:

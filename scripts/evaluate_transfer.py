@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import functools
 import json
 import sys
 import time
@@ -111,10 +112,16 @@ def read_eval(world: Path, names: list[str], split: str = "test"
     return images, gts, mapped
 
 
+@functools.cache
+def _decoder(ckpt: Path):
+    """`load_decoder`, once per checkpoint: scripts/claims.py decodes the same runs under 13 conditions."""
+    return load_decoder(ckpt)
+
+
 @torch.no_grad()
 def predict(ckpt: Path, feats: torch.Tensor, names: list[str]) -> dict[str, np.ndarray]:
     """Decoded rigs (N, n_a) for each avatar of `names` the checkpoint knows."""
-    model, meta = load_decoder(ckpt)
+    model, meta = _decoder(Path(ckpt))
     out = {}
     for n in names:
         if n in meta["avatars"]:
