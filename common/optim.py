@@ -1,7 +1,8 @@
-"""Optimiser helpers shared by the stages: weight-decay groups and a warm-up + cosine schedule."""
+"""Optimiser helpers shared by the stages: weight-decay groups and the one learning-rate schedule."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -43,6 +44,67 @@ def warm_restarts_lr(step: int, base_lr: float, min_lr: float, period: int, mult
     while t >= length:  # skip whole periods: 500, 1000, 2000, ... steps
         t, length = t - length, length * mult
     return min_lr + (base_lr - min_lr) * (1.0 + math.cos(math.pi * t / length)) / 2.0
+
+
+SCHEDULES = ("constant", "cosine", "warm_restarts")
+
+
+@dataclass(frozen=True)
+class LrSchedule:
+    """The learning rate of every stage as a function of the global optimiser step alone, so a run resumed at
+    any step continues the same curve (the four stages build theirs with `from_config`).
+
+    Positions are fractional epochs, `epoch + it / steps_per_epoch` for step `epoch * steps_per_epoch + it` (as
+    the MAE loop computes them). A linear warm-up from 0 to `lr` over the steps before `warmup_epochs`, then
+    `kind`:
+    - 'constant': `lr`;
+    - 'cosine': a half cosine from `lr` down to `min_lr` at the end of `epochs` (MAE's per-iteration schedule);
+    - 'warm_restarts': torch's CosineAnnealingWarmRestarts(restart_period, restart_mult, min_lr) stepped once per
+      step, counted from the first step after the warm-up.
+    """
+    kind: str
+    lr: float
+    epochs: float
+    steps_per_epoch: int
+    warmup_epochs: float = 0.0
+    min_lr: float = 0.0
+    restart_period: int = 500
+    restart_mult: int = 2
+
+    def __post_init__(self):
+        if self.kind not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {list(SCHEDULES)}, got '{self.kind}'")
+        if self.steps_per_epoch < 1:
+            raise ValueError(f"an epoch needs at least one step, got steps_per_epoch={self.steps_per_epoch}")
+
+    @classmethod
+    def from_config(cls, cfg, steps_per_epoch: int, lr: float | None = None) -> LrSchedule:
+        """From a stage config's `schedule` (cosine when it has none, as stage 1), `lr` (or the one given),
+        `min_lr`, `epochs`, `warmup_epochs` and, where present, `restart_period` / `restart_mult`."""
+        return cls(getattr(cfg, "schedule", "cosine"), cfg.lr if lr is None else lr, cfg.epochs, steps_per_epoch,
+                   cfg.warmup_epochs, cfg.min_lr, getattr(cfg, "restart_period", 500), getattr(cfg, "restart_mult", 2))
+
+    def position(self, step: int) -> float:
+        """Fractional epochs at optimiser step `step`."""
+        return step // self.steps_per_epoch + (step % self.steps_per_epoch) / self.steps_per_epoch
+
+    @property
+    def warmup_steps(self) -> int:
+        """The number of warm-up steps: those whose position is before `warmup_epochs`."""
+        step = max(math.floor(self.warmup_epochs * self.steps_per_epoch) - 1, 0)
+        while self.position(step) < self.warmup_epochs:
+            step += 1
+        return step
+
+    def __call__(self, step: int) -> float:
+        epoch = self.position(step)
+        if epoch < self.warmup_epochs:
+            return self.lr * epoch / self.warmup_epochs
+        if self.kind == "constant":
+            return self.lr
+        if self.kind == "cosine":
+            return cosine_lr(epoch, self.epochs, self.warmup_epochs, self.lr, self.min_lr)
+        return warm_restarts_lr(step - self.warmup_steps, self.lr, self.min_lr, self.restart_period, self.restart_mult)
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

@@ -1,6 +1,6 @@
 """Stage-3b train and eval loops: functions of their arguments that return metric dicts.
 
-    lr_at = lambda step: schedule_lr(step, per_epoch * cfg.epochs, warmup_steps(cfg, per_epoch), cfg)
+    lr_at = LrSchedule.from_config(cfg, per_epoch)  # common.optim
     stats = train_one_epoch(model, disc, frozen, loader, opts, scalers, epoch, step0, lr_at, cfg, info)
     val = evaluate(model, disc, frozen, loader, cfg, info)
 
@@ -25,24 +25,11 @@ from torch import nn
 from common.device import autocast
 from common.dist import DistInfo, all_reduce_sum, reduce_means, unwrap
 from common.metrics import progress
-from common.optim import check_finite, cosine_lr, set_lr, warm_restarts_lr
+from common.optim import check_finite, set_lr
 from data.images import report_unreadable
 from emb2rig.data import sample_targets
 from emb2rig.frozen import Frozen
 from emb2rig.losses import compute_losses, discriminator_loss
-
-
-def warmup_steps(cfg, steps_per_epoch: int) -> int:
-    """Linear warm-up length in steps: `round(cfg.warmup_epochs * steps_per_epoch)`."""
-    return round(cfg.warmup_epochs * steps_per_epoch)
-
-
-def schedule_lr(step: int, total_steps: int, warmup: int, cfg) -> float:
-    """The lr of optimiser step `step` (0-based): linear warm-up over `warmup` steps, then `cfg.schedule`
-    ('cosine' to `cfg.min_lr` at `total_steps`; 'warm_restarts' restarting from the end of warm-up)."""
-    if cfg.schedule == "cosine" or step < warmup:
-        return cosine_lr(step, total_steps, warmup, cfg.lr, cfg.min_lr)
-    return warm_restarts_lr(step - warmup, cfg.lr, cfg.min_lr, cfg.restart_period, cfg.restart_mult)
 
 
 def prepare_batch(batch: dict[str, torch.Tensor], n_avatars: int, per_sample: int, device: torch.device,

@@ -25,7 +25,7 @@ from common.config import to_dict
 from common.device import make_scaler, seed_everything
 from common.dist import cleanup, init_distributed, make_sampler, unwrap, wrap_ddp
 from common.metrics import MetricsLogger, plot_metrics
-from common.optim import param_groups_weight_decay
+from common.optim import LrSchedule, param_groups_weight_decay
 from common.run import prepare_run_dir, write_json
 from common.seeding import SeededSamples, set_epoch
 from data.avatars import keep_batch, load_avatars
@@ -33,7 +33,7 @@ from data.loading import build_loader
 from emb2rig.config import Emb2RigConfig
 from emb2rig.data import build_sets
 from emb2rig.discriminator import MultiScalePatchGAN
-from emb2rig.engine import evaluate, schedule_lr, train_one_epoch, warmup_steps
+from emb2rig.engine import evaluate, train_one_epoch
 from emb2rig.frozen import load_frozen, reference_features, reference_images
 from emb2rig.models import build_model
 from emb2rig.official import load_pretrained
@@ -111,16 +111,14 @@ def main(cfg: Emb2RigConfig) -> dict | None:
         val_sub = torch.utils.data.Subset(val_set, keep)
     val_loader = _loader(val_sub, cfg, info, train=False)
     per_epoch = min(len(train_loader), cfg.steps_per_epoch) if cfg.steps_per_epoch else len(train_loader)
-    warmup = warmup_steps(cfg, per_epoch)
-
-    def lr_at(s: int) -> float:  # depends on the step alone: a resumed run continues the same curve
-        return schedule_lr(s, per_epoch * cfg.epochs, warmup, cfg)
+    lr_at = LrSchedule.from_config(cfg, per_epoch)  # the step alone sets the lr: a resumed run continues the curve
 
     log = MetricsLogger(run_dir, enabled=info.is_main, tensorboard=cfg.tensorboard)
     if info.is_main:
         save_image(refs, run_dir / "references.png", nrow=len(refs))
         print(f"[emb2rig] avatars {names}; train {train_set.n_faces} faces + {train_set.n_renders} renders, "
-              f"val {val_set.n_faces} + {val_set.n_renders}; {per_epoch} steps/epoch, {warmup} warm-up steps")
+              f"val {val_set.n_faces} + {val_set.n_renders}; {per_epoch} steps/epoch, "
+              f"{lr_at.warmup_steps} warm-up steps")
     t0 = time.time()
     for epoch in range(start, cfg.epochs):
         set_epoch(train_loader, epoch)

@@ -62,8 +62,8 @@ class ExpressionConfig:
     optimizer: str = "sgd"  # sgd | adamw
     lr: float = 0.002
     min_lr: float = 0.0
-    schedule: str = "constant"  # constant (official) | cosine (with warm-up)
-    warmup_epochs: float = 1.0
+    schedule: str = "constant"  # constant (official) | cosine, after the warm-up (common.optim.LrSchedule)
+    warmup_epochs: float = 0.0  # linear warm-up before either schedule (official: none)
     momentum: float = 0.9  # sgd
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adamw
     weight_decay: float = 5e-5

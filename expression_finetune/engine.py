@@ -30,10 +30,10 @@ def compute_losses(emb: torch.Tensor, types: torch.Tensor, margins: torch.Tensor
 
 def train_one_epoch(model: torch.nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
                     scaler: torch.amp.GradScaler, margins: torch.Tensor, epoch: int, info: DistInfo,
-                    precision: str, lr_at: Callable[[float], float], clip_grad: float | None = None,
+                    precision: str, lr_at: Callable[[int], float], clip_grad: float | None = None,
                     max_steps: int = 0, distance: str = "euclidean") -> dict:
     """One pass over `loader` (at most `max_steps` steps when > 0); the lr is set per step from
-    `lr_at(fractional epoch)`; `distance` of the triplet loss ('euclidean' | 'squared').
+    `lr_at(global step)` (`common.optim.LrSchedule`); `distance` of the triplet loss ('euclidean' | 'squared').
 
     Returns {'train/loss', 'train/acc', 'lr', 'train/imgs_per_s', 'train/data_frac'} (rank-averaged) and
     'train/skipped_triplets' (summed over ranks): the triplets with an unreadable image, each replaced by
@@ -50,7 +50,7 @@ def train_one_epoch(model: torch.nn.Module, loader: DataLoader, optimizer: torch
         if i >= n_steps:
             break
         data_t += time.time() - t_last
-        lr = lr_at(epoch + i / n_steps)
+        lr = lr_at(epoch * n_steps + i)
         set_lr(optimizer, lr)
         imgs = imgs.to(dev, non_blocking=True)  # (B, 3, C, H, W)
         types = types.to(dev, non_blocking=True)

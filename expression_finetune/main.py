@@ -22,7 +22,7 @@ from common.config import to_dict
 from common.device import make_scaler, seed_everything
 from common.dist import DistInfo, barrier, cleanup, init_distributed, make_sampler, unwrap, wrap_ddp
 from common.metrics import MetricsLogger, plot_metrics
-from common.optim import cosine_lr
+from common.optim import LrSchedule
 from common.run import prepare_run_dir, write_json
 from common.seeding import SeededSamples, set_epoch
 from data.loading import build_loader
@@ -102,8 +102,8 @@ def main(cfg: ExpressionConfig) -> dict:
     margins = margin_tensor(cfg.margins, info.device)
     ddp = wrap_ddp(model, info)
     log = MetricsLogger(run_dir, enabled=info.is_main, tensorboard=cfg.tensorboard)
-    lr_at = (lambda e: cosine_lr(e, cfg.epochs, cfg.warmup_epochs, cfg.lr, cfg.min_lr)) \
-        if cfg.schedule == "cosine" else (lambda e: cfg.lr)
+    per_epoch = min(len(loader), cfg.steps_per_epoch) if cfg.steps_per_epoch > 0 else len(loader)
+    lr_at = LrSchedule.from_config(cfg, per_epoch)
     t0, val = time.time(), {}
     for epoch in range(start, cfg.epochs):
         set_epoch(loader, epoch)

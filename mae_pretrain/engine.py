@@ -18,7 +18,7 @@ from torch.nn.parallel import DistributedDataParallel
 from common.device import autocast
 from common.dist import all_reduce_sum, reduce_means, unwrap
 from common.metrics import progress
-from common.optim import check_finite, cosine_lr, param_groups_weight_decay, set_lr
+from common.optim import LrSchedule, check_finite, param_groups_weight_decay, set_lr
 from data.images import report_unreadable
 
 
@@ -56,7 +56,7 @@ def train_one_epoch(model: torch.nn.Module, loader, optimizer: torch.optim.Optim
         epoch: 0-based epoch index (the lr schedule runs in fractional epochs).
         cfg: `MAEPretrainConfig` (epochs, steps_per_epoch, warmup_epochs, min_lr, accum_iter, mask_ratio,
             precision, channels_last, clip_grad, log_every).
-        lr: the peak learning rate.
+        lr: the peak learning rate (of `common.optim.LrSchedule`'s warm-up + cosine).
 
     Returns:
         {'train_loss', 'lr', 'images_per_s', 'epoch_s', 'skipped_images'} averaged/summed over ranks;
@@ -68,6 +68,7 @@ def train_one_epoch(model: torch.nn.Module, loader, optimizer: torch.optim.Optim
     model.train()
     accum, n_iter = cfg.accum_iter, min(len(loader), cfg.steps_per_epoch or len(loader))
     n_used = n_iter - n_iter % accum  # an incomplete accumulation tail is dropped
+    lr_at = LrSchedule.from_config(cfg, n_used, lr)
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
     loss_sum = torch.zeros((), device=device)
     bad_step = torch.full((), -1, dtype=torch.long, device=device)
@@ -81,7 +82,7 @@ def train_one_epoch(model: torch.nn.Module, loader, optimizer: torch.optim.Optim
             break
         step = epoch * n_used + it  # global iteration, the step named by errors
         if it % accum == 0:
-            cur_lr = cosine_lr(epoch + it / n_used, cfg.epochs, cfg.warmup_epochs, lr, cfg.min_lr)
+            cur_lr = lr_at(step)
             set_lr(optimizer, cur_lr)
         bad = [b for b in bad if b]
         skipped += len(bad)

@@ -25,11 +25,11 @@ class Rig2ImgConfig:
         cache: decode every image once into memory instead of streaming them from disk (small worlds such as
             the demo; ignored under torchrun, where each rank would hold a copy: `data.loading.use_cache`).
         lr, betas, weight_decay: Adam settings (official: 1e-5, (0, 0.99), 0).
-        schedule: per-step learning rate: 'constant'; 'cosine' (after `warmup_epochs` of linear
-            warm-up, down to `min_lr` at the last step); 'warm_restarts' (official: torch's
+        schedule: per-step learning rate after `warmup_epochs` of linear warm-up (`common.optim.LrSchedule`):
+            'constant'; 'cosine' (down to `min_lr` at the last step); 'warm_restarts' (official: torch's
             CosineAnnealingWarmRestarts stepped every iteration: cosine from `lr` to `min_lr` over
             `restart_period` steps, each next period `restart_mult` times longer).
-        warmup_epochs: linear warm-up of the 'cosine' schedule (must be 0 for the others).
+        warmup_epochs: linear warm-up before any schedule (official: none).
         min_lr: floor of the 'cosine' and 'warm_restarts' schedules.
         restart_period, restart_mult: first period (steps) and period growth of 'warm_restarts'.
         weight_image: weight of the L1 over the whole image.
@@ -80,6 +80,5 @@ class Rig2ImgConfig:
         for key in ("epochs", "batch_size", "eval_every", "restart_period", "restart_mult"):
             if getattr(self, key) < 1:
                 raise ValueError(f"'{key}' must be >= 1, got {getattr(self, key)}")
-        if self.warmup_epochs and self.schedule != "cosine":
-            raise ValueError(f"'warmup_epochs' ({self.warmup_epochs}) applies to schedule=cosine only; "
-                             f"set it to 0 for schedule={self.schedule}")
+        if self.warmup_epochs < 0:
+            raise ValueError(f"'warmup_epochs' must be >= 0, got {self.warmup_epochs}")

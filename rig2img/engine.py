@@ -12,30 +12,10 @@ from torch import nn
 from common.device import autocast
 from common.dist import DistInfo, all_reduce_sum, reduce_means, unwrap
 from common.metrics import progress
-from common.optim import check_finite, cosine_lr, set_lr, warm_restarts_lr
+from common.optim import check_finite, set_lr
 from data.avatars import AvatarRigDataset
 from data.images import report_unreadable
 from rig2img.losses import compute_losses, per_image_metrics
-
-
-def lr_schedule(cfg, steps_per_epoch: int) -> Callable[[float], float]:
-    """Fractional epoch -> learning rate for `cfg.schedule`; a function of the step only, so resuming
-    at an epoch boundary continues the schedule exactly.
-
-    Args:
-        cfg: Rig2ImgConfig (schedule, lr, min_lr, warmup_epochs, epochs, restart_period, restart_mult).
-        steps_per_epoch: optimiser steps in one epoch.
-    """
-    steps = steps_per_epoch
-
-    def lr_at(ep: float) -> float:
-        if cfg.schedule == "constant":
-            return cfg.lr
-        if cfg.schedule == "cosine":
-            return cosine_lr(ep * steps, cfg.epochs * steps, cfg.warmup_epochs * steps, cfg.lr, cfg.min_lr)
-        # ep = epoch + it / steps: round() recovers the integer step exactly
-        return warm_restarts_lr(round(ep * steps), cfg.lr, cfg.min_lr, cfg.restart_period, cfg.restart_mult)
-    return lr_at
 
 
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -47,7 +27,7 @@ def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str,
 
 def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
                     regions: torch.Tensor, epoch: int, cfg, info: DistInfo,
-                    lr_at: Callable[[float], float]) -> dict[str, float]:
+                    lr_at: Callable[[int], float]) -> dict[str, float]:
     """One pass over `loader`; returns rank-averaged means of the loss terms ('train/<term>'), the last lr
     and 'train/skipped_images' (summed over ranks): the rows of the epoch whose image was unreadable
     (each repeats a readable row of its avatar, `data.avatars.AvatarRigDataset`).
@@ -57,16 +37,16 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
         loader: yields dicts with 'rig', 'mask', 'avatar', 'image' (uint8), 'skipped' (bool), 'bad' (file names).
         optimizer / scaler: Adam and the (fp16-only) GradScaler.
         regions: (A, 1, H, W) eye/mouth box masks per avatar, on the device.
-        epoch: epoch index (the lr schedule runs on fractional epochs).
+        epoch: epoch index.
         cfg: Rig2ImgConfig (precision, weight_image, weight_region, region_norm).
         info: DistInfo (device, rank).
-        lr_at: fractional epoch -> learning rate (`lr_schedule`).
+        lr_at: global step -> learning rate (`common.optim.LrSchedule`).
     """
     model.train()
     sums: dict[str, float] = {}
     n_seen, n_steps, lr, n_skipped, names = 0, len(loader), 0.0, 0, []
     for it, batch in enumerate(progress(loader, info.is_main, desc=f"epoch {epoch}", leave=False)):
-        lr = lr_at(epoch + it / max(n_steps, 1))
+        lr = lr_at(epoch * n_steps + it)
         set_lr(optimizer, lr)
         n_skipped += int(batch["skipped"].sum())  # on the CPU: no device sync
         names += [f for f in batch["bad"] if f]

@@ -18,12 +18,13 @@ from common.config import to_dict
 from common.device import make_scaler, seed_everything
 from common.dist import cleanup, init_distributed, make_sampler, unwrap, wrap_ddp
 from common.metrics import MetricsLogger, plot_metrics
+from common.optim import LrSchedule
 from common.run import prepare_run_dir, write_json
 from common.seeding import SeededSamples, set_epoch
 from data.avatars import AvatarBatchSampler, AvatarRigDataset, box_mask, keep_batch, load_avatars
 from data.loading import build_loader
 from rig2img.config import Rig2ImgConfig
-from rig2img.engine import evaluate, lr_schedule, save_grid, train_one_epoch
+from rig2img.engine import evaluate, save_grid, train_one_epoch
 from rig2img.models import build_renderer
 from rig2img.renderer import renderer_meta
 
@@ -56,7 +57,7 @@ def main(cfg: Rig2ImgConfig) -> dict:
     betas = (float(cfg.betas[0]), float(cfg.betas[1]))
     optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay)
     scaler = make_scaler(info.device, cfg.precision)
-    lr_at = lr_schedule(cfg, len(loader))
+    lr_at = LrSchedule.from_config(cfg, len(loader))
 
     parts = {"model": net, "optimizer": optimizer, "scaler": scaler}
     ck = resume_run(run_dir, info, parts, cfg.seed)

