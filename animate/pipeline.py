@@ -101,12 +101,12 @@ class Animator:
             rig = self.model(feat.float().repeat_interleave(self.A, 0), avatar)  # (B * A, max_n)
             return rig.float().view(B, self.A, -1).cpu().numpy()
 
-    def _render(self, rigs: np.ndarray) -> torch.Tensor:
-        """(m, A, max_n) rigs -> (m * A, 3, R, R) renders, frame-major (each avatar once per frame)."""
-        m = len(rigs)
+    def _render(self, rigs: np.ndarray, need: torch.Tensor) -> torch.Tensor:
+        """(m, A, max_n) rigs -> (k, 3, R, R) renders of the k (frame, avatar) pairs where the frame-major
+        (m * A,) mask `need` is set, in that order."""
         with self.timer("render"), autocast(self.device, self.precision):
-            avatar = torch.arange(self.A, device=self.device).repeat(m)
-            return self.frozen.render(torch.from_numpy(rigs).to(self.device).flatten(0, 1), avatar)
+            avatar = torch.arange(self.A, device=self.device).repeat(len(rigs))[need]
+            return self.frozen.render(torch.from_numpy(rigs).to(self.device).flatten(0, 1)[need], avatar)
 
     def _queue_distance(self, renders: torch.Tensor, emb_in: torch.Tensor) -> None:
         """Queue renders (m * A, 3, R, R) of m frames with the frames' input embeddings (m, E); they are
@@ -143,17 +143,25 @@ class Animator:
         measured = lambda f: every > 0 and f[0].index % every == 0  # noqa: E731
         measure = [f for f in fresh if measured(f)]
         todo = fresh if self.cfg.preview else measure  # frames to render
-        if todo:
-            renders = self._render(np.stack([r for _, r, _ in todo]))  # (m * A, 3, R, R)
+        # the renderer draws every avatar of a measured frame (its expression distance) and, for the preview,
+        # the avatars whose panel is not their mesh
+        need = torch.ones(len(todo), self.A, dtype=torch.bool)
+        need[:, list(self.mesh_panels)] = False
+        need[[k for k, f in enumerate(todo) if measured(f)]] = True
+        need = need.flatten()  # frame-major, as the rigs
+        at = need.cumsum(0) - 1  # row of a needed (frame, avatar) pair in `renders`
+        if need.any():
+            renders = self._render(np.stack([r for _, r, _ in todo]), need)  # (need.sum(), 3, R, R)
             if measure:
                 sel = [k for k, f in enumerate(todo) if measured(f)]
-                idx = torch.tensor([a + self.A * k for k in sel for a in range(self.A)])
+                idx = at[[a + self.A * k for k in sel for a in range(self.A)]]
                 self._queue_distance(renders[idx], emb[torch.tensor([f[2] for f in measure])])
         if not self.cfg.preview:
             return []
         out, P = [], self.cfg.preview_size
         with self.timer("preview"):
-            panels = list(renders_to_uint8(renders, P)) if todo else []  # m * A of (P, P, 3)
+            drawn = list(renders_to_uint8(renders, P)) if need.any() else []  # (P, P, 3) per needed pair
+            panels = [drawn[at[i]] if need[i] else None for i in range(len(need))]  # m * A, frame-major
             for k, (_, rig, _) in enumerate(todo):
                 for a, draw in self.mesh_panels.items():
                     panels[k * self.A + a] = draw(rig[a, :self.frozen.n_controls[a]])

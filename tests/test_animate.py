@@ -2,7 +2,8 @@
 synthetic video (fake detector) and writes per-avatar CSVs (frame,time_s,<controls>,face_found,faces), a
 preview video and summary.json; a stretch without a face keeps the last rig and is marked; `mode: test`
 without `pretrained` is refused before anything is built. Real networks loaded from checkpoints:
-tests/test_animate_models.py; people, timestamps and inputs: tests/test_animate_inputs.py.
+tests/test_animate_models.py; people, timestamps and inputs: tests/test_animate_inputs.py; mesh avatars:
+tests/test_animate_mesh.py.
 """
 from __future__ import annotations
 
@@ -98,8 +99,7 @@ def save_decoder(path, model, dcfg, root):
                      "controls": CONTROLS}, path)
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def make_world(tmp_path_factory):
     """A stage-3b checkpoint in the format main.py saves, plus the frozen stand-ins and a video."""
     root = tmp_path_factory.mktemp("test_mode")
     torch.manual_seed(0)
@@ -111,6 +111,11 @@ def world(tmp_path_factory):
     write_video(root / "clip.mp4", synthetic_frames(), fps=24)
     frozen = Frozen(Encoder(), Renderer(), NAMES, CONTROLS)
     return root, model, frozen
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return make_world(tmp_path_factory)
 
 
 def run(world, monkeypatch, *overrides, as_is=False):
@@ -342,71 +347,3 @@ def test_preview_of_a_container_that_reports_1000_fps_stays_short(world, monkeyp
     s = run(world, monkeypatch, f"test.input={clip}", f"test.out_dir={tmp_path / 'out'}")
     n = len(list(VideoReader(tmp_path / "out" / "preview.mp4")))
     assert s["frames"] == 8 and abs(n - 60 * 1.0) <= 2
-
-
-def test_mesh_avatar_gets_a_glb_and_live_link_export_that_match_its_csv(world, monkeypatch, tmp_path):
-    """An avatar folder with `mesh:` and `arkit_names:` makes animate write `<avatar>.glb` (one keyframe per
-    frame at the CSV's times, the CSV's values) and `<avatar>_livelink.csv`; the others get neither."""
-    from pygltflib import GLTF2
-
-    from avatar3d.arkit import read_livelink_csv
-    from avatar3d.mesh import BlendShapeMesh, _accessor, write_glb
-
-    avatars = tmp_path / "avatars"
-    (avatars / "robot").mkdir(parents=True)
-    verts = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0]], np.float32)
-    targets = np.stack([np.full_like(verts, 0.1 * (i + 1)) for i in range(3)])
-    mesh = BlendShapeMesh(verts, np.array([[0, 1, 2]], np.int32), targets, CONTROLS[0][::-1], np.zeros(1, np.int32))
-    write_glb(avatars / "robot" / "mesh.glb", mesh)
-    (avatars / "robot" / "avatar.yaml").write_text("mesh: mesh.glb\narkit_names: {robot_c0: jawOpen, robot_c2: "
-                                                   "EyeBlinkLeft}\n")
-    out = tmp_path / "out"
-    summary = run(world, monkeypatch, f"test.out_dir={out}", f"test.avatars_root={avatars}")
-    assert summary["outputs"]["glb"] == ["robot.glb"] and summary["outputs"]["livelink"] == ["robot_livelink.csv"]
-    assert any("cat" in n for n in summary["export_notes"])  # no folder for cat: said so
-    header, rows = read_csv(out / "robot.csv")
-    gltf = GLTF2().load(str(out / "robot.glb"))
-    sampler = gltf.animations[0].samplers[0]
-    keys = _accessor(gltf, sampler.input, out).ravel()
-    weights = _accessor(gltf, sampler.output, out).reshape(len(keys), 3)
-    np.testing.assert_allclose(keys, rows[:, 1], atol=1e-3)  # the CSV rounds times to 0.1 ms
-    np.testing.assert_allclose(weights, rows[:, [4, 3, 2]], atol=1e-4)  # targets in reverse control order
-    codes, cols = read_livelink_csv(out / "robot_livelink.csv")
-    assert len(codes) == T and codes[0] == "00:00:00:00.000" and codes[1] == "00:00:00:01.000"
-    np.testing.assert_allclose(cols["JawOpen"], rows[:, 2], atol=1e-4)
-    np.testing.assert_allclose(cols["EyeBlinkLeft"], rows[:, 4], atol=1e-4)
-    assert (cols["MouthSmileLeft"] == 0).all()
-    # the preview's robot panel is the mesh, rendered headless at the decoded rig (cat and alien: the renderer)
-    from animate.exports import mesh_panels
-
-    assert summary["preview_mesh"] == ["robot"] and not summary["preview_notes"]
-    panels, _, release = mesh_panels(NAMES, CONTROLS, avatars, 32)
-    preview = next(iter(VideoReader(out / "preview.mp4")))[:, 42 + 32 * (1 + NAMES.index("robot")):][:, :32]
-    mesh_img = panels[NAMES.index("robot")](rows[0, 2:5])
-    release()
-    assert np.abs(preview.astype(float).mean((0, 1)) - mesh_img.mean((0, 1))).max() < 8  # H.264 is lossy
-
-
-def test_mesh_panels_render_the_mesh_at_the_rig_in_its_target_order(tmp_path):
-    """`mesh_panels` maps the avatar's controls onto the mesh's targets by name and renders with the
-    avatar.yaml `render` settings at the preview size; an avatar whose mesh is missing gets a note."""
-    from animate.exports import mesh_panels
-    from avatar3d.mesh import BlendShapeMesh, write_glb
-    from avatar3d.render import MeshRenderer, RenderSettings
-
-    verts = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [1, 1, 0]], np.float32)
-    targets = np.stack([np.tile([[0.3, 0, 0]], (4, 1)), np.tile([[0, 0.3, 0]], (4, 1))]).astype(np.float32)
-    mesh = BlendShapeMesh(verts, np.array([[0, 1, 2], [1, 3, 2]], np.int32), targets, ["b", "a"], np.zeros(2, np.int32))
-    for name, meta in (("m", "mesh: mesh.glb\nrender: {background: [1.0, 0.0, 0.0], yaw_deg: 10.0}\n"),
-                       ("gone", "mesh: missing.glb\n")):
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "avatar.yaml").write_text(meta)
-    write_glb(tmp_path / "m" / "mesh.glb", mesh)
-    panels, notes, release = mesh_panels(["m", "gone"], [["a", "b"], ["a", "b"]], tmp_path, 48)
-    assert list(panels) == [0] and len(notes) == 1 and "gone" in notes[0]
-    ref = MeshRenderer(mesh, RenderSettings(size=48, background=(1.0, 0.0, 0.0), yaw_deg=10.0))
-    img = panels[0](np.array([0.8, 0.1]))  # a = 0.8, b = 0.1
-    assert img.shape == (48, 48, 3) and np.array_equal(img, ref.render(np.array([0.1, 0.8])))
-    assert not np.array_equal(img, panels[0](np.array([0.1, 0.8])))
-    release()
-    ref.release()
