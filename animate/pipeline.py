@@ -117,7 +117,8 @@ class Animator:
 
     def _step(self, batch: list[Item]) -> list[tuple[float, np.ndarray]]:
         """One batch in frame order: encode + decode the frames with a face, smooth, keep the last rig on
-        the others, render each avatar once per new rig, queue distances; returns (time, preview frame) pairs."""
+        the others, render the avatars once per new rig (a mesh avatar's panel from its mesh: the renderer draws it on
+        measured frames only), queue distances; returns (time, preview frame) pairs."""
         det = [it for it in batch if it.status == DETECTED]
         if det:
             feat, emb = self._encode(np.stack([it.crop for it in det]))
@@ -161,7 +162,7 @@ class Animator:
         out, P = [], self.cfg.preview_size
         with self.timer("preview"):
             drawn = list(renders_to_uint8(renders, P)) if need.any() else []  # (P, P, 3) per needed pair
-            panels = [drawn[at[i]] if need[i] else None for i in range(len(need))]  # m * A, frame-major
+            panels = [drawn[i] if needed else None for needed, i in zip(need.tolist(), at.tolist())]  # m * A
             for k, (_, rig, _) in enumerate(todo):
                 for a, draw in self.mesh_panels.items():
                     panels[k * self.A + a] = draw(rig[a, :self.frozen.n_controls[a]])

@@ -55,10 +55,12 @@ class LrSchedule:
     any step continues the same curve (the four stages build theirs with `from_config`).
 
     Positions are fractional epochs, `epoch + it / steps_per_epoch` for step `epoch * steps_per_epoch + it` (as
-    the MAE loop computes them). A linear warm-up from 0 to `lr` over the steps before `warmup_epochs`, then
-    `kind`:
+    the MAE loop computes them). A linear warm-up, lr * position / warmup_epochs, on the steps whose position is
+    before `warmup_epochs` (`warmup_steps` of them: warmup_epochs * steps_per_epoch rounded up), then `kind`
+    from the next step on:
     - 'constant': `lr`;
-    - 'cosine': a half cosine from `lr` down to `min_lr` at the end of `epochs` (MAE's per-iteration schedule);
+    - 'cosine': a half cosine from `lr` at position `warmup_epochs` down to `min_lr` at `epochs` (MAE's
+      per-iteration schedule);
     - 'warm_restarts': torch's CosineAnnealingWarmRestarts(restart_period, restart_mult, min_lr) stepped once per
       step, counted from the first step after the warm-up.
     """
@@ -75,7 +77,10 @@ class LrSchedule:
         if self.kind not in SCHEDULES:
             raise ValueError(f"schedule must be one of {list(SCHEDULES)}, got '{self.kind}'")
         if self.steps_per_epoch < 1:
-            raise ValueError(f"an epoch needs at least one step, got steps_per_epoch={self.steps_per_epoch}")
+            raise ValueError("an epoch holds no optimiser step: the training data is smaller than one batch (times "
+                             "accum_iter where set); add data or lower batch_size")
+        if self.warmup_epochs < 0:
+            raise ValueError(f"'warmup_epochs' must be >= 0, got {self.warmup_epochs}")
 
     @classmethod
     def from_config(cls, cfg, steps_per_epoch: int, lr: float | None = None) -> LrSchedule:

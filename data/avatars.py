@@ -204,6 +204,11 @@ class AvatarRigDataset(Dataset):
         self._bad: set[str] = set()
         self._cache = self._decode_all() if use_cache(cache, "avatar renders") else None
 
+    @property
+    def cached(self) -> bool:
+        """Whether every image is decoded in memory already (`cache`)."""
+        return self._cache is not None
+
     def _decode(self, j: int) -> np.ndarray:
         path = self.files[j]
         if path in self._bad:  # known bad in this process: do not decode it again

@@ -52,8 +52,8 @@ class Emb2RigConfig:
             worlds such as the demo; ignored under torchrun, where each rank would hold a copy).
         optimizer / betas / lr / weight_decay: 'adam' (official: betas (0, 0.99), lr 1e-5) or 'adamw'
             (decoupled decay); weight decay skips biases and norms either way.
-        schedule: per step, after `warmup_epochs` of linear warm-up (round(warmup_epochs * steps per
-            epoch) steps): 'cosine' decays to `min_lr` over the run; 'warm_restarts' is torch's
+        schedule: per step (`common.optim.LrSchedule`), after `warmup_epochs` of linear warm-up (warmup_epochs *
+            steps per epoch, rounded up): 'cosine' decays to `min_lr` over the run; 'warm_restarts' is torch's
             CosineAnnealingWarmRestarts(restart_period, restart_mult, min_lr) (official: 500, 2, 1e-6),
             computed from the step number alone, so a resumed run continues exactly.
         tensorboard: also write TensorBoard event files into the run folder.

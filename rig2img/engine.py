@@ -13,8 +13,9 @@ from common.device import autocast
 from common.dist import DistInfo, all_reduce_sum, reduce_means, unwrap
 from common.metrics import progress
 from common.optim import check_finite, set_lr
-from data.avatars import AvatarRigDataset
+from data.avatars import AvatarRigDataset, keep_batch
 from data.images import report_unreadable
+from data.loading import build_loader
 from rig2img.losses import compute_losses, per_image_metrics
 
 
@@ -75,16 +76,21 @@ def evaluate(model: nn.Module, dataset: AvatarRigDataset, regions: torch.Tensor,
              batch_size: int = 256) -> dict[str, float]:
     """Held-out L1, region L1 and PSNR per avatar (`val/<name>/<metric>`) and their means over avatars.
 
-    Every rank evaluates a disjoint shard; per-avatar sums are all-reduced, so results are exact.
-    Rows whose image was unreadable (`skipped`, a repeat of another row) are left out.
+    Every rank evaluates a disjoint shard, decoded by `cfg.num_workers` DataLoader workers (none when the set is
+    cached; their own generator, so evaluating leaves the global RNG as it was); per-avatar sums are
+    all-reduced, so results are exact. Rows whose image was unreadable (`skipped`, a repeat of another row) are
+    left out.
     """
     net = unwrap(model).eval()
     names = [a.name for a in dataset.avatars]
     keys = ("l1", "region_l1", "psnr")
     sums = torch.zeros(len(names), len(keys) + 1, dtype=torch.float64, device=info.device)  # + count
-    idx = torch.arange(info.rank, len(dataset), info.world_size)
-    for start in range(0, len(idx), batch_size):
-        b = to_device(dataset.__getitems__(idx[start:start + batch_size].tolist()), info.device)
+    shard = list(range(info.rank, len(dataset), info.world_size))
+    workers = 0 if dataset.cached else cfg.num_workers  # decoded already: workers would only add their start-up
+    loader = build_loader(dataset, batch_size=batch_size, sampler=shard, collate_fn=keep_batch, num_workers=workers,
+                          device=info.device, persistent_workers=False, generator=torch.Generator())
+    for batch in loader:
+        b = to_device(batch, info.device)
         with autocast(info.device, cfg.precision):
             pred = net(b["rig"], b["mask"], b["avatar"])
         m = per_image_metrics(pred, b["image"], regions[b["avatar"]])

@@ -101,11 +101,15 @@ def test_the_neural_renderer_draws_a_mesh_avatar_only_for_its_expression_distanc
         return render(self, rig, name)
 
     monkeypatch.setattr(Renderer, "render", counting)
-    out = tmp_path / "out"
-    run(world, monkeypatch, f"test.out_dir={out}", f"test.avatars_root={mesh_avatar(tmp_path / 'avatars')}")
+    out, avatars = tmp_path / "out", mesh_avatar(tmp_path / "avatars")
+    summary = run(world, monkeypatch, f"test.out_dir={out}", f"test.avatars_root={avatars}")
     _, rows = read_csv(out / "robot.csv")
     found = rows[:, -2] == 1  # face_found
     measured = found & (rows[:, 0] % 5 == 0)
     assert found.sum() == T - len(NO_FACE) and 0 < measured.sum() < found.sum()
     # (the stand-in checkpoint stores no references, so nothing is rendered when it is loaded)
     assert rows_of == {"robot": measured.sum(), "cat": found.sum(), "alien": found.sum()}
+    # the measured frames' renders reach the expression distance as when every panel is the renderer's
+    neural = run(world, monkeypatch, f"test.out_dir={tmp_path / 'neural'}", f"test.avatars_root={avatars}",
+                 "test.preview_mesh=false")
+    assert summary["expression_distance"] == neural["expression_distance"]

@@ -41,18 +41,22 @@ def test_warm_up_ramps_every_kind_then_hands_over(kind):
         assert schedule(3 + 4) == 2.0 and schedule(3 + 12) == 2.0 and schedule(3 + 3) < 0.3
 
 
-def test_no_warm_up_and_a_resumed_run_see_the_same_curve():
-    schedule = LrSchedule("warm_restarts", 1e-5, 63, 500, 0.0, 1e-6)
-    assert schedule.warmup_steps == 0 and schedule(0) == 1e-5
-    again = LrSchedule("warm_restarts", 1e-5, 63, 500, 0.0, 1e-6)
-    assert [schedule(s) for s in range(1400, 1600)] == [again(s) for s in range(1400, 1600)]
+def test_a_fractional_warm_up_rounds_up_and_restarts_count_after_it():
+    """warmup_epochs * steps_per_epoch = 2.4: steps 0, 1, 2 lie before it; the warm restarts' peaks come at
+    3, 3 + period, ...; without a warm-up the first step runs at the full rate."""
+    schedule = LrSchedule("warm_restarts", 1.0, 10, 100, warmup_epochs=0.024, restart_period=5, restart_mult=1)
+    assert schedule.warmup_steps == 3 and schedule(2) == pytest.approx(0.02 / 0.024)
+    assert [schedule(s) for s in (3, 8, 13)] == [1.0, 1.0, 1.0] and schedule(7) < 0.1
+    assert LrSchedule("warm_restarts", 1e-5, 63, 500, 0.0, 1e-6)(0) == 1e-5
 
 
 def test_bad_schedules_are_refused():
     with pytest.raises(ValueError, match="schedule must be one of"):
         LrSchedule("linear", 1.0, 1, 10)
-    with pytest.raises(ValueError, match="at least one step"):
+    with pytest.raises(ValueError, match="smaller than one batch"):
         LrSchedule("cosine", 1.0, 1, 0)
+    with pytest.raises(ValueError, match="'warmup_epochs' must be >= 0"):
+        LrSchedule("cosine", 1.0, 1, 10, warmup_epochs=-1)
 
 
 @pytest.mark.parametrize("cls,path,kind", [
@@ -69,6 +73,6 @@ def test_every_stage_config_builds_its_schedule(cls, path, kind):
     cfg = load_config(cls, [path])
     schedule = LrSchedule.from_config(cfg, 100, lr=0.5)
     assert (schedule.kind, schedule.lr, schedule.epochs) == (kind, 0.5, cfg.epochs)
-    assert schedule.warmup_steps == round(cfg.warmup_epochs * 100)
+    assert schedule.warmup_steps == sum(schedule.position(s) < cfg.warmup_epochs for s in range(10_000))
     if path.startswith("configs/conf") or path == "configs/mae_train_expemb.yaml":
         assert schedule.warmup_steps == 0  # the official renderer, decoder and stage 2 warm up not at all
