@@ -62,5 +62,8 @@ class MAEPretrainConfig:
         for name in ("epochs", "batch_size", "accum_iter", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"'{name}' must be >= 1, got {getattr(self, name)}")
+        if 0 < self.steps_per_epoch < self.accum_iter:
+            raise ValueError(f"'steps_per_epoch' ({self.steps_per_epoch}) is below 'accum_iter' ({self.accum_iter}): "
+                             "an epoch would end before its first optimiser step; raise it or lower accum_iter")
         if not self.train_roots:
             raise ValueError("'train_roots' is empty; list at least one face-image folder")

@@ -68,6 +68,9 @@ def train_one_epoch(model: torch.nn.Module, loader, optimizer: torch.optim.Optim
     model.train()
     accum, n_iter = cfg.accum_iter, min(len(loader), cfg.steps_per_epoch or len(loader))
     n_used = n_iter - n_iter % accum  # an incomplete accumulation tail is dropped
+    if n_used == 0:
+        raise ValueError(f"an epoch of {n_iter} batches of {cfg.batch_size} holds no optimiser step at accum_iter "
+                         f"{accum}: add face images or lower batch_size / accum_iter")
     lr_at = LrSchedule.from_config(cfg, n_used, lr)
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
     loss_sum = torch.zeros((), device=device)

@@ -101,6 +101,15 @@ def test_a_renamed_key_is_refused_with_its_new_name():
             load_config(MAEPretrainConfig, [f"{old}=3"])
 
 
+def test_an_mae_epoch_shorter_than_one_accumulation_is_refused():
+    """The paper config accumulates 8 batches: a 3-step smoke run would train nothing; it is refused by name."""
+    from mae_pretrain.config import MAEPretrainConfig
+
+    with pytest.raises(ConfigError, match="'steps_per_epoch' \\(3\\) is below 'accum_iter' \\(8\\)"):
+        load_config(MAEPretrainConfig, ["configs/mae_pretrain.yaml", "steps_per_epoch=3"])
+    assert load_config(MAEPretrainConfig, ["configs/mae_pretrain.yaml", "steps_per_epoch=8"]).accum_iter == 8
+
+
 def test_crop_margin_null_is_refused_in_stage_2_and_tensorboard_is_a_key_of_every_stage():
     from emb2rig.config import Emb2RigConfig
     from expression_finetune.config import ExpressionConfig
