@@ -146,15 +146,15 @@ class Animator:
         todo = fresh if self.cfg.preview else measure  # frames to render
         # the renderer draws every avatar of a measured frame (its expression distance) and, for the preview,
         # the avatars whose panel is not their mesh
+        sel = [k for k, f in enumerate(todo) if measured(f)]  # rows of `todo` that are measured
         need = torch.ones(len(todo), self.A, dtype=torch.bool)
         need[:, list(self.mesh_panels)] = False
-        need[[k for k, f in enumerate(todo) if measured(f)]] = True
+        need[sel] = True
         need = need.flatten()  # frame-major, as the rigs
         at = need.cumsum(0) - 1  # row of a needed (frame, avatar) pair in `renders`
         if need.any():
             renders = self._render(np.stack([r for _, r, _ in todo]), need)  # (need.sum(), 3, R, R)
             if measure:
-                sel = [k for k, f in enumerate(todo) if measured(f)]
                 idx = at[[a + self.A * k for k in sel for a in range(self.A)]]
                 self._queue_distance(renders[idx], emb[torch.tensor([f[2] for f in measure])])
         if not self.cfg.preview:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
@@ -93,7 +94,7 @@ class LrSchedule:
         """Fractional epochs at optimiser step `step`."""
         return step // self.steps_per_epoch + (step % self.steps_per_epoch) / self.steps_per_epoch
 
-    @property
+    @cached_property  # (the frozen dataclass's __dict__ holds it: computed once, not on every step)
     def warmup_steps(self) -> int:
         """The number of warm-up steps: those whose position is before `warmup_epochs`."""
         step = max(math.floor(self.warmup_epochs * self.steps_per_epoch) - 1, 0)

@@ -108,7 +108,7 @@ def main(cfg: ExpressionConfig) -> dict:
     for epoch in range(start, cfg.epochs):
         set_epoch(loader, epoch)
         stats = train_one_epoch(ddp, loader, optimizer, scaler, margins, epoch, info, cfg.precision, lr_at,
-                                cfg.clip_grad, cfg.steps_per_epoch, cfg.distance)
+                                cfg.clip_grad, per_epoch, cfg.distance)  # the schedule's epoch length
         val = evaluate(model, val_set.images, val_set.index, val_set.types, margins, info,
                        num_workers=cfg.num_workers, precision=cfg.precision, distance=cfg.distance)
         stop_if_diverged(run_dir, epoch, unwrap(ddp), {"val/loss": val["val/loss"]})
