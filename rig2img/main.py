@@ -52,7 +52,7 @@ def main(cfg: Rig2ImgConfig) -> dict:
         print(f"[rig2img] {cfg.model.mode} renderer, {cfg.model.image_size} px; train {len(train_ds)}, "
               f"held out {len(val_ds)}; avatars {counts}")
 
-    net = build_renderer([len(a.controls) for a in avatars], cfg.model).to(info.device)
+    net = build_renderer([len(a.controls) for a in avatars], cfg.model, [a.boxes for a in avatars]).to(info.device)
     model = wrap_ddp(net, info, find_unused_parameters=cfg.model.mode == "per_avatar")
     betas = (float(cfg.betas[0]), float(cfg.betas[1]))
     optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay)

@@ -23,7 +23,8 @@ from rig2img.models import GeneratorConfig, build_renderer
 def renderer_meta(cfg: GeneratorConfig, avatars: list) -> dict:
     """What a checkpoint stores so `load_renderer` needs only the path (weights_only-loadable)."""
     return {"model": {k: getattr(cfg, k) for k in GeneratorConfig.__dataclass_fields__},
-            "avatars": [a.name for a in avatars], "controls": {a.name: list(a.controls) for a in avatars}}
+            "avatars": [a.name for a in avatars], "controls": {a.name: list(a.controls) for a in avatars},
+            "boxes": {a.name: [list(map(float, b)) for b in a.boxes] for a in avatars}}
 
 
 class Renderer(nn.Module):
@@ -122,6 +123,7 @@ def load_renderer(path: str | Path, device: str | torch.device = "cpu") -> Rende
                          f"pass a checkpoint written by train_rig2img.py")
     cfg = GeneratorConfig(**meta["model"])
     n_controls = [len(meta["controls"][n]) for n in meta["avatars"]]
-    net = build_renderer(n_controls, cfg)
+    boxes = [meta["boxes"][n] for n in meta["avatars"]] if "boxes" in meta else None  # older checkpoints: none
+    net = build_renderer(n_controls, cfg, boxes)
     net.load_state_dict(ckpt["model"])
     return Renderer(net, meta["avatars"], meta["controls"], cfg).to(device)

@@ -12,7 +12,7 @@ import yaml
 from PIL import Image
 
 from common.config import load_config
-from data.avatars import AvatarBatchSampler, AvatarFormatError, AvatarRigDataset, load_avatars, read_avatar
+from data.avatars import AvatarBatchSampler, AvatarFormatError, AvatarRigDataset, box_mask, load_avatars, read_avatar
 from data.demo_world.avatar_art import render_avatar
 from data.demo_world.avatars import AVATARS
 from rig2img import load_renderer
@@ -226,3 +226,43 @@ def test_folding_batchnorm_keeps_images_and_rig_gradients(shared_run):
     folded = r(rig, "cat")
     torch.testing.assert_close(folded, img, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(torch.autograd.grad(folded.square().sum(), rig)[0], grad, atol=1e-4, rtol=1e-3)
+
+
+def test_region_decoders_repaint_only_their_boxes():
+    boxes = [[[0.1, 0.2, 0.45, 0.5], [0.55, 0.2, 0.9, 0.5], [0.25, 0.6, 0.75, 0.9]]]
+    net = build_renderer([6], preset("tiny", region_patch=8), boxes).eval()
+    rig = torch.rand(3, 6, requires_grad=True)
+    img = net(rig, torch.ones(3, 6), torch.zeros(3, dtype=torch.long))  # (3, 3, 16, 16)
+    inside = box_mask(boxes[0], 16)[0].bool()  # (16, 16), the pixels the region loss weights
+    plain = net.gens[0](rig)
+    assert torch.equal(img[..., ~inside], plain[..., ~inside])
+    assert not torch.allclose(img[..., inside], plain[..., inside])
+    region_params = list(net.regions.parameters())
+    grads = torch.autograd.grad(img[..., ~inside].sum(), region_params, allow_unused=True, retain_graph=True)
+    assert all(g is None or not g.any() for g in grads)  # outside the boxes they play no part
+    grads = torch.autograd.grad(img[..., inside].sum(), [rig, *region_params])
+    assert grads[0].abs().sum() > 0 and all(g.abs().sum() > 0 for g in grads[1:])
+
+
+def test_region_decoder_run_reloads_with_its_boxes(world, tmp_path):
+    out = tmp_path / "regions"
+    main(cfg_for(world, out, "epochs=1", "model.region_patch=8"))
+    r = load_renderer(out / "checkpoint-best.pth")
+    n_boxes = [len(AVATARS[n]["eye_boxes"]) + 1 for n in r.avatar_names]  # eyes and the mouth
+    assert [len(d.gens) for d in r.net.regions] == n_boxes
+    state = torch.load(out / "checkpoint-best.pth", weights_only=True)["model"]
+    assert all(torch.equal(state[k], v) for k, v in r.net.state_dict().items())
+
+
+@pytest.mark.parametrize("fix, message", [
+    (dict(region_patch=12), "power of two"),
+    (dict(region_patch=8, mode="shared"), "per_avatar"),
+])
+def test_bad_region_decoder_settings_are_refused(fix, message):
+    with pytest.raises(ValueError, match=message):
+        preset("tiny", **fix)
+
+
+def test_region_decoders_need_the_boxes():
+    with pytest.raises(ValueError, match="boxes"):
+        build_renderer([6, 8], preset("tiny", region_patch=8), [[[0, 0, 1, 1]]])
