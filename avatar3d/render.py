@@ -4,6 +4,7 @@
     img = r.render({"jawOpen": 0.8})           # (256, 256, 3) uint8
     imgs = r.render_many(weights)               # weights (N, T) -> (N, 256, 256, 3)
     xy = r.project(mesh.vertices[ids])          # normalised image coordinates (x right, y down)
+    r.update(mesh=other, settings=s2, screen=m) # another mesh / light / view / picture roll, same context
 
 EGL picks Mesa's llvmpipe on a machine without a GPU and the GPU's driver where there is one.
 Shading: per-vertex normals recomputed for every pose, a key light, a fill light and ambient,
@@ -157,9 +158,20 @@ class MeshRenderer:
         s = self.s
         self.camera = Camera(mesh.vertices, s)
         self.colors = mesh.part_colors[mesh.face_part]  # (F, 3)
+        self._bounds = np.stack([mesh.vertices.min(0), mesh.vertices.max(0)])  # (2, 3): the camera's framing
 
         self.ctx = create_context()
         self.prog = self.ctx.program(vertex_shader=_VERTEX, fragment_shader=_FRAGMENT)
+        self._set_uniforms()
+        self._make_buffers()
+        samples = min(s.samples, self.ctx.max_samples) if s.samples > 1 else 0
+        size = (s.size, s.size)
+        self.fbo_ms = self.ctx.framebuffer(self.ctx.renderbuffer(size, samples=samples),
+                                           self.ctx.depth_renderbuffer(size, samples=samples))
+        self.fbo = self.ctx.framebuffer(self.ctx.renderbuffer(size)) if samples else self.fbo_ms
+
+    def _set_uniforms(self) -> None:
+        s = self.s
         self.prog["mvp"].write(self.camera.mvp.T.astype("f4").tobytes())
         key = np.asarray(s.light, np.float64)
         self.prog["key_dir"].value = tuple(key / np.linalg.norm(key))
@@ -167,14 +179,43 @@ class MeshRenderer:
         self.prog["fill_dir"].value = tuple(fill / np.linalg.norm(fill))
         self.prog["ambient"].value = s.ambient
         self.prog["specular"].value = s.specular
-        n_vert = len(mesh.faces) * 3  # unshared vertices: each triangle takes its part's colour
+
+    def _make_buffers(self) -> None:
+        n_vert = len(self.mesh.faces) * 3  # unshared vertices: each triangle takes its part's colour
         self.vbo = self.ctx.buffer(reserve=n_vert * 9 * 4)
         self.vao = self.ctx.vertex_array(self.prog, [(self.vbo, "3f 3f 3f", "in_pos", "in_normal", "in_color")])
-        samples = min(s.samples, self.ctx.max_samples) if s.samples > 1 else 0
-        size = (s.size, s.size)
-        self.fbo_ms = self.ctx.framebuffer(self.ctx.renderbuffer(size, samples=samples),
-                                           self.ctx.depth_renderbuffer(size, samples=samples))
-        self.fbo = self.ctx.framebuffer(self.ctx.renderbuffer(size)) if samples else self.fbo_ms
+
+    def update(self, mesh: BlendShapeMesh | None = None, settings: RenderSettings | None = None,
+               screen: np.ndarray | None = None) -> None:
+        """Change what the next renders use, in the same OpenGL context (cheap: no new context).
+
+        Args:
+            mesh: another mesh (any triangle count, its own part colours); the camera keeps the framing
+                of the first mesh's neutral bounds, so a bigger mesh looks bigger.
+            settings: new settings (light, background, yaw/pitch, ...); size and samples cannot change.
+            screen: (2, 3) affine map of normalised image coordinates (x right, y down) applied after the
+                projection (roll, zoom or shift of the picture, no resampling); None: no map. `project`
+                follows it. Each call sets it anew.
+        """
+        if settings is not None:
+            if (settings.size, settings.samples) != (self.s.size, self.s.samples):
+                raise ValueError("update() cannot change size or samples; make a new MeshRenderer")
+            self.s = settings
+        if mesh is not None:
+            old, self.mesh = self.mesh, mesh
+            self.colors = mesh.part_colors[mesh.face_part]
+            if len(mesh.faces) != len(old.faces):
+                self.vao.release()
+                self.vbo.release()
+                self._make_buffers()
+        self.camera = Camera(self._bounds, self.s)
+        if screen is not None:  # normalised (u, v) -> NDC (x, y) = (2u - 1, 1 - 2v), applied to clip coordinates
+            to_uv = np.array([[0.5, 0, 0.5], [0, -0.5, 0.5], [0, 0, 1]])
+            a = np.linalg.inv(to_uv) @ np.vstack([screen, [0, 0, 1]]) @ to_uv  # (3, 3) in NDC
+            clip = np.eye(4)
+            clip[:2, :2], clip[:2, 3] = a[:2, :2], a[:2, 2]  # x' = a x + b y + c w keeps x'/w affine in x/w
+            self.camera.mvp = clip @ self.camera.mvp
+        self._set_uniforms()
 
     def project(self, points: np.ndarray) -> np.ndarray:
         """(N, 3) mesh coordinates -> (N, 2) normalised image coordinates (x right, y down)."""

