@@ -245,6 +245,8 @@ def test_region_decoders_repaint_only_their_boxes():
 
 
 def test_region_decoder_run_reloads_with_its_boxes(world, tmp_path):
+    from scripts.rig2img_errors import error_maps
+
     out = tmp_path / "regions"
     main(cfg_for(world, out, "epochs=1", "model.region_patch=8"))
     r = load_renderer(out / "checkpoint-best.pth")
@@ -252,6 +254,30 @@ def test_region_decoder_run_reloads_with_its_boxes(world, tmp_path):
     assert [len(d.gens) for d in r.net.regions] == n_boxes
     state = torch.load(out / "checkpoint-best.pth", weights_only=True)["model"]
     assert all(torch.equal(state[k], v) for k, v in r.net.state_dict().items())
+    # the error maps reproduce the run's own held-out figures
+    val = json.loads((out / "summary.json").read_text())["final"]
+    ds = AvatarRigDataset(load_avatars(world, r.avatar_names), 16, "val", 0.25)
+    for k, name in enumerate(r.avatar_names):
+        err, std = error_maps(r, ds, k, batch_size=4)
+        inside = box_mask(ds.avatars[k].boxes, 16)[0].bool()
+        assert err.mean().item() == pytest.approx(val[f"val/{name}/l1"], rel=1e-4)
+        assert err[inside].mean().item() == pytest.approx(val[f"val/{name}/region_l1"], rel=1e-4)
+        assert std.shape == (16, 16) and std.max() > 0.05
+
+
+def test_error_split_on_known_maps():
+    from scripts.rig2img_errors import summarise
+
+    err, std = torch.zeros(4, 4), torch.zeros(4, 4)
+    boxes = torch.zeros(4, 4, dtype=torch.bool)
+    boxes[:2, :2] = True  # 4 box pixels, all moving, error 0.4
+    err[:2, :2], std[:2, :2] = 0.4, 0.1
+    err[3, 3], std[3, 3] = 0.8, 0.1  # one moving pixel outside; the other 11 still and exact
+    s = summarise(err, std, boxes, moving=0.01)
+    assert s["image_l1"] == pytest.approx(2.4 / 16) and s["box_l1"] == pytest.approx(0.4)
+    assert s["outside_l1"] == pytest.approx(0.8 / 12) and s["moving_l1"] == pytest.approx(2.4 / 5)
+    assert s["moving_outside_l1"] == pytest.approx(0.8) and s["still_share"] == pytest.approx(11 / 16)
+    assert s["box_share_of_motion"] == pytest.approx(0.8)
 
 
 @pytest.mark.parametrize("fix, message", [
