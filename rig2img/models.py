@@ -62,6 +62,8 @@ class GeneratorConfig:
             raise ValueError(f"'model.image_size' must be a power of two >= 8, got {self.image_size}")
         if self.region_patch and (self.region_patch < 8 or self.region_patch & (self.region_patch - 1)):
             raise ValueError(f"'model.region_patch' must be 0 (off) or a power of two >= 8, got {self.region_patch}")
+        if self.region_patch and self.region_channels < 8:
+            raise ValueError(f"'model.region_channels' must be >= 8, got {self.region_channels}")
         if self.region_patch and self.mode != "per_avatar":
             raise ValueError("'model.region_patch' (region decoders) is implemented for mode 'per_avatar' only; "
                              "set model.region_patch=0 for a 'shared' renderer")
@@ -107,10 +109,10 @@ def preset(name: str, **overrides) -> GeneratorConfig:
 
 
 class RigGenerator(nn.Module):
-    """DCGAN generator: (B, n_in, 1, 1) -> (B, 3, S, S) sigmoid image.
+    """DCGAN generator: (B, n_in, 1, 1) -> (B, out_channels, S, S) sigmoid image.
 
     ConvT(4, stride 1) + BatchNorm + ReLU to 4x4, then ConvT(4, stride 2, pad 1) + BatchNorm + ReLU
-    up to S/2, then ConvT(4, stride 2, pad 1) to 3 channels + sigmoid. Only that last conv may have
+    up to S/2, then ConvT(4, stride 2, pad 1) to `out_channels` + sigmoid. Only that last conv may have
     a bias (`cfg.out_bias`). The official generator is the same network with other module names
     (tconv1..6, bn1..6, tconv8); `rig2img.official` maps them.
 
@@ -132,7 +134,7 @@ class RigGenerator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.view(x.shape[0], self.n_in, 1, 1)  # (B, n_in) -> (B, n_in, 1, 1) for the transposed convs
-        return self.net(x)  # (B, 3, S, S)
+        return self.net(x)  # (B, out_channels, S, S)
 
 
 def box_pixels(box: list[float], size: int) -> tuple[int, int, int, int]:
@@ -158,14 +160,15 @@ class RegionDecoders(nn.Module):
     def __init__(self, n_in: int, boxes: list[list[float]], cfg: GeneratorConfig):
         super().__init__()
         self.pixels = [box_pixels(b, cfg.image_size) for b in boxes]
-        self.gens = nn.ModuleList(RigGenerator(n_in, cfg.region_config(), out_channels=4) for _ in boxes)
+        self.decoders = nn.ModuleList(RigGenerator(n_in, cfg.region_config(), out_channels=4) for _ in boxes)
 
     def forward(self, image: torch.Tensor, rig: torch.Tensor) -> torch.Tensor:
         """image (B, 3, S, S) full render, rig (B, n_in) -> (B, 3, S, S) with the boxes repainted."""
         size = image.shape[-1]
-        for gen, (y0, y1, x0, x1) in zip(self.gens, self.pixels):
-            patch = nn.functional.interpolate(gen(rig), size=(y1 - y0, x1 - x0), mode="bilinear",
-                                              align_corners=False, antialias=True)  # (B, 4, P, P) -> (B, 4, h, w)
+        for gen, (y0, y1, x0, x1) in zip(self.decoders, self.pixels):
+            # (B, 4, P, P) -> (B, 4, h, w); in fp32: CPU's antialiased resize has no bf16 / fp16 kernel
+            patch = nn.functional.interpolate(gen(rig).float(), size=(y1 - y0, x1 - x0), mode="bilinear",
+                                              align_corners=False, antialias=True)
             patch = nn.functional.pad(patch, (x0, size - x1, y0, size - y1))  # (B, 4, S, S), alpha 0 outside the box
             image = torch.lerp(image, patch[:, :3].to(image.dtype), patch[:, 3:].to(image.dtype))
         return image
@@ -184,17 +187,17 @@ class PerAvatarRenderer(nn.Module):
         super().__init__()
         self.n_controls, self.cfg = list(n_controls), cfg
         self.gens = nn.ModuleList(RigGenerator(n, cfg) for n in self.n_controls)
-        self.regions = None
+        self.region_decoders = None
         if cfg.region_patch:
             if boxes is None or len(boxes) != len(self.n_controls):
                 raise ValueError(f"region decoders (model.region_patch={cfg.region_patch}) need the eye and mouth "
                                  f"boxes of each of the {len(self.n_controls)} avatars")
-            self.regions = nn.ModuleList(RegionDecoders(n, b, cfg) for n, b in zip(self.n_controls, boxes))
+            self.region_decoders = nn.ModuleList(RegionDecoders(n, b, cfg) for n, b in zip(self.n_controls, boxes))
 
     def _render(self, k: int, rig: torch.Tensor) -> torch.Tensor:
         """Avatar k's generator (and region decoders): rig (B, n_k) -> (B, 3, S, S)."""
         image = self.gens[k](rig)
-        return image if self.regions is None else self.regions[k](image, rig)
+        return image if self.region_decoders is None else self.region_decoders[k](image, rig)
 
     def forward(self, rig: torch.Tensor, mask: torch.Tensor, avatar: torch.Tensor,
                 e_id: torch.Tensor | None = None) -> torch.Tensor:

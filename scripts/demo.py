@@ -99,8 +99,12 @@ def make_world(world: Path, preset: str, seed: int, actors_3d: float = 0.0) -> f
         w = json.loads(info.read_text())
         if (w.get("preset"), w.get("seed"), w.get("version"), w.get("actors_3d", 0.0)) == (
                 preset, seed, WORLD_VERSION, actors_3d):
-            print(f"[demo] world: {world} already made ({preset}, seed {seed})")
+            print(f"[demo] world: {world} already made ({preset}, seed {seed}, 3-D actors {actors_3d})")
             return 0.0
+        if (world.parent / "mae" / "summary.json").is_file():  # finished steps would be skipped on the new world
+            raise SystemExit(f"[demo] {world.parent} holds a run on another world ({w.get('preset')}, seed "
+                             f"{w.get('seed')}, version {w.get('version')}, 3-D actors {w.get('actors_3d', 0.0)}); "
+                             "give this one its own --out, or delete that folder to re-run it")
     return run([PY, "scripts/make_demo_data.py", "--out", str(world), "--preset", preset, "--seed", str(seed),
                 *(["--actors-3d", str(actors_3d)] if actors_3d else [])])
 

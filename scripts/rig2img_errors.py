@@ -19,6 +19,7 @@ import torch
 from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common.checkpoint import load_checkpoint  # noqa: E402
 from data.avatars import AvatarRigDataset, box_mask, load_avatars  # noqa: E402
 from rig2img import load_renderer  # noqa: E402
 
@@ -47,11 +48,12 @@ def summarise(err: torch.Tensor, std: torch.Tensor, boxes: torch.Tensor, moving:
     return {"image_l1": err.mean().item(), "box_l1": err[boxes].mean().item(), "outside_l1": err[~boxes].mean().item(),
             "moving_l1": err[move].mean().item() if move.any() else float("nan"),
             "moving_outside_l1": err[move & ~boxes].mean().item() if (move & ~boxes).any() else float("nan"),
-            "still_share": 1.0 - move.float().mean().item(),
+            "still_share": 1.0 - move.float().mean().item(), "box_share": boxes.float().mean().item(),
             "box_share_of_motion": (std[boxes].sum() / std.sum().clamp_min(1e-12)).item()}
 
 
 def save_map(err: torch.Tensor, boxes: list[list[float]], path: Path, scale: int = 4) -> None:
+    """PNG of the (H, W) error map, scaled so its largest error is white, `scale`x enlarged, boxes outlined."""
     size = err.shape[-1]
     img = (err / err.max().clamp_min(1e-12) * 255).round().to(torch.uint8).numpy()
     pic = Image.fromarray(img).resize((size * scale, size * scale), Image.NEAREST).convert("RGB")
@@ -65,13 +67,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("checkpoint", type=Path, help="a stage-3a checkpoint (checkpoint-best.pth)")
     ap.add_argument("data_root", type=Path, help="the avatar folders it was trained on")
-    ap.add_argument("--val-fraction", type=float, default=0.1, help="the training run's val_fraction")
+    ap.add_argument("--val-fraction", type=float, default=None,
+                    help="share of rows held out (default: the training run's val_fraction, from the checkpoint)")
     ap.add_argument("--moving", type=float, default=0.01, help="a pixel moves above this ground-truth std")
     ap.add_argument("--out", type=Path, default=None, help="folder of the error maps (default: the checkpoint's)")
     args = ap.parse_args()
     renderer = load_renderer(args.checkpoint)
+    val_fraction = args.val_fraction or load_checkpoint(args.checkpoint)["config"]["val_fraction"]
     avatars = load_avatars(args.data_root, renderer.avatar_names)
-    dataset = AvatarRigDataset(avatars, renderer.image_size, "val", args.val_fraction)
+    dataset = AvatarRigDataset(avatars, renderer.image_size, "val", val_fraction)
     out = args.out or args.checkpoint.parent
     out.mkdir(parents=True, exist_ok=True)
     for k, a in enumerate(avatars):
