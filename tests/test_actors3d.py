@@ -8,23 +8,15 @@ import cv2
 import numpy as np
 import pytest
 
-from avatar3d.render import MeshRenderer, RenderSettings, create_context
+from avatar3d.render import MeshRenderer, RenderSettings
 from data.demo_world import world
 from data.demo_world.actors import render_actor, sample_identity, sample_pose
 from data.demo_world.actors3d import PARTS, _identity_mesh, _renderer, render_actor3d, sample_identity3d, sample_pose3d
 from data.demo_world.expressions import prototype, sample_expression
 from data.demo_world.head3d import build_head
+from tests.gl import needs_egl
 
-
-def _egl_available() -> bool:
-    try:
-        create_context().release()
-        return True
-    except RuntimeError:
-        return False
-
-
-pytestmark = pytest.mark.skipif(not _egl_available(), reason="no headless OpenGL (EGL/Mesa) on this machine")
+pytestmark = needs_egl
 SIZE = 96
 
 

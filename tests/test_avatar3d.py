@@ -13,22 +13,14 @@ import pytest
 from avatar3d.arkit import LIVELINK_HEADER, arkit_map, livelink_timecode, read_livelink_csv, write_livelink_csv
 from avatar3d.avatar import MeshAvatarSettings, control_units, sample_rigs, write_mesh_avatar
 from avatar3d.mesh import BlendShapeMesh, MeshFormatError, read_mesh, write_glb
-from avatar3d.render import MeshRenderer, RenderSettings, create_context
+from avatar3d.render import MeshRenderer, RenderSettings
+from tests.gl import needs_egl
 
 ROOT = Path(__file__).resolve().parents[1]
 ICT = ROOT.parent / "shared" / "ict-facekit" / "FaceXModel"
 VALIDATOR = ROOT / ".tools" / "gltf" / "node_modules"
 
 
-def _egl_available() -> bool:
-    try:
-        create_context().release()
-        return True
-    except RuntimeError:
-        return False
-
-
-needs_egl = pytest.mark.skipif(not _egl_available(), reason="no headless OpenGL (EGL/Mesa) on this machine")
 
 
 def tiny_mesh(n: int = 8) -> BlendShapeMesh:
