@@ -156,9 +156,9 @@ class MeshRenderer:
     def __init__(self, mesh: BlendShapeMesh, settings: RenderSettings | None = None):
         self.mesh, self.s = mesh, settings or RenderSettings()
         s = self.s
-        self.camera = Camera(mesh.vertices, s)
-        self.colors = mesh.part_colors[mesh.face_part]  # (F, 3)
         self._bounds = np.stack([mesh.vertices.min(0), mesh.vertices.max(0)])  # (2, 3): the camera's framing
+        self.camera = Camera(self._bounds, s)
+        self.colors = mesh.part_colors[mesh.face_part]  # (F, 3)
 
         self.ctx = create_context()
         self.prog = self.ctx.program(vertex_shader=_VERTEX, fragment_shader=_FRAGMENT)

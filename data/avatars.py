@@ -149,11 +149,18 @@ def is_held_out(image: str, val_fraction: float) -> bool:
     return zlib.crc32(image.encode()) / 2**32 < val_fraction
 
 
+def box_pixels(box: list[float], size: int) -> tuple[int, int, int, int]:
+    """Pixel rows / columns [y0, y1) x [x0, x1) of a normalised [x0, y0, x1, y1] box: every pixel it touches."""
+    x0, y0, x1, y1 = box
+    return int(np.floor(y0 * size)), int(np.ceil(y1 * size)), int(np.floor(x0 * size)), int(np.ceil(x1 * size))
+
+
 def box_mask(boxes: list[list[float]], size: int) -> torch.Tensor:
-    """(1, size, size) float mask: 1 inside any of the normalised boxes, else 0."""
+    """(1, size, size) float mask: 1 inside any of the normalised boxes (`box_pixels`), else 0."""
     m = torch.zeros(1, size, size)
-    for x0, y0, x1, y1 in boxes:
-        m[:, int(np.floor(y0 * size)):int(np.ceil(y1 * size)), int(np.floor(x0 * size)):int(np.ceil(x1 * size))] = 1
+    for box in boxes:
+        y0, y1, x0, x1 = box_pixels(box, size)
+        m[:, y0:y1, x0:x1] = 1
     return m
 
 

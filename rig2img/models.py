@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from common.config import check_choice
+from data.avatars import box_pixels
 
 MODES = ("per_avatar", "shared")
 
@@ -135,13 +136,6 @@ class RigGenerator(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.view(x.shape[0], self.n_in, 1, 1)  # (B, n_in) -> (B, n_in, 1, 1) for the transposed convs
         return self.net(x)  # (B, out_channels, S, S)
-
-
-def box_pixels(box: list[float], size: int) -> tuple[int, int, int, int]:
-    """Pixel rows / columns [y0, y1) x [x0, x1) of a normalised [x0, y0, x1, y1] box (as `data.avatars.box_mask`)."""
-    x0, y0, x1, y1 = box
-    return (int(math.floor(y0 * size)), int(math.ceil(y1 * size)), int(math.floor(x0 * size)),
-            int(math.ceil(x1 * size)))
 
 
 class RegionDecoders(nn.Module):

@@ -176,13 +176,12 @@ def render_actor3d(idn: dict, au, pose: dict | None = None, size: int = 128):
     """
     p = NEUTRAL_POSE3D if pose is None else pose
     r, mesh = _renderer(size), _identity_mesh(idn)
-    if r.mesh is not mesh:
-        r.update(mesh=mesh)
     s = dataclasses.replace(r.s, background=idn["background"], light=idn["light"], ambient=idn["ambient"],
                             specular=idn["specular"], yaw_deg=p["yaw"], pitch_deg=p["pitch"])
     a = np.deg2rad(p["roll"])
     rot = p["scale"] * np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])  # about the picture's centre
-    r.update(settings=s, screen=np.c_[rot, 0.5 + np.array([p["dx"], p["dy"]]) - rot @ [0.5, 0.5]])
+    screen = np.c_[rot, 0.5 + np.array([p["dx"], p["dy"]]) - rot @ [0.5, 0.5]]  # (2, 3) roll, zoom, shift
+    r.update(mesh=None if r.mesh is mesh else mesh, settings=s, screen=screen)
     weights = au_to_rig("head", au)  # (26,) ARKit weights of the head
     img = r.render(weights)
     gain = p["light"] * (1 + p["side"] * np.linspace(-0.5, 0.5, size, dtype=np.float32))  # (size,) per column
