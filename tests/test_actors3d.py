@@ -86,6 +86,33 @@ def test_face_box_frames_the_face_in_the_picture(k):
     assert np.abs(px - corner).sum() > 30
 
 
+@pytest.mark.parametrize("kind", ["drawn", "3d"])
+def test_face_boxes_frame_faces_as_test_mode_does(kind):
+    """Stage 2 crops training faces by their world boxes, test mode crops by YuNet's: the two framings
+    agree on both kinds of actor (the crop's side and centre within a few % of the face size), so an encoder
+    sees a real face in test mode at the scale it learned synthetic ones."""
+    from data.face_detect import Box, DetectorUnavailable, build_detector
+    from data.face_track import face_size
+    try:
+        det = build_detector("yunet")
+    except DetectorUnavailable as e:
+        pytest.skip(str(e))
+    rng = np.random.default_rng(11)
+    scale, shift = [], []
+    for _ in range(24):
+        au = rng.uniform(0, 1, 14) * (rng.random(14) < 0.3)
+        if kind == "3d":
+            img, (x0, x1, y0, y1) = render_actor3d(sample_identity3d(rng), au, sample_pose3d(rng), 128)
+        else:
+            img, (x0, x1, y0, y1) = render_actor(sample_identity(rng), au, sample_pose(rng), 128)
+        found = det.detect(img)
+        assert found, "YuNet finds every demo face"
+        b, w = max(found, key=lambda b: b.width * b.height), Box(x0 * 128, y0 * 128, x1 * 128, y1 * 128)
+        scale.append(face_size(b) / face_size(w))
+        shift.append(np.hypot(b.center[0] - w.center[0], b.center[1] - w.center[1]) / face_size(w))
+    assert 0.95 < np.mean(scale) < 1.05 and np.mean(shift) < 0.05, (np.mean(scale), np.mean(shift))
+
+
 # --- the world's actors_3d option: a few actors with a few faces each
 _FEW = dict(train_actors=4, val_actors=2, test_actors=2, faces_per_train=6, faces_per_test=12, face_size=48,
             triplets_train=20, triplets_val=8, triplets_test=8, avatar_pairs=3, avatar_trip_train=4,
