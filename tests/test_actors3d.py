@@ -162,3 +162,19 @@ def test_a_share_of_the_actors_is_rendered_in_3d(worlds):
         assert (_hashes(worlds / "half")[rel] == _hashes(worlds / "default")[rel]) == (not is_3d)
     # the expression labels are the ones the drawn actors had
     assert (worlds / "half/eval/test_actors.csv").read_bytes() == (worlds / "default/eval/test_actors.csv").read_bytes()
+
+
+def test_the_demo_does_not_reuse_a_3d_world_of_an_older_kind(tmp_path):
+    """A 3-D world made before the face boxes were put in YuNet's framing (no `actors_3d_version`) is not
+    taken for a current one: under an --out with finished steps the demo stops and says why."""
+    from data.demo_world.actors3d import ACTORS3D_VERSION
+    from scripts import demo
+    info = dict(preset="tiny", seed=0, version=world.WORLD_VERSION, actors_3d=0.5)
+    (tmp_path / "world").mkdir()
+    (tmp_path / "mae").mkdir()
+    (tmp_path / "mae/summary.json").write_text("{}")
+    (tmp_path / "world/world.json").write_text(json.dumps(info))
+    with pytest.raises(SystemExit, match="holds a run on another world"):
+        demo.make_world(tmp_path / "world", "tiny", 0, 0.5)
+    (tmp_path / "world/world.json").write_text(json.dumps(dict(info, actors_3d_version=ACTORS3D_VERSION)))
+    assert demo.make_world(tmp_path / "world", "tiny", 0, 0.5) == 0.0  # current: kept

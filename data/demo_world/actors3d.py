@@ -36,6 +36,9 @@ ACTOR3D_RENDER = RenderSettings(size=128, margin=1.3)
 # with YuNet's (size 0.99), so both kinds of actor are framed as test mode frames a real face.
 # tests/test_actors3d.py checks the agreement.
 BOX_SCALE = (0.92, 0.87)
+# what a world made with 3-D actors records (world.json `actors_3d_version`), so a run does not reuse a world
+# of an older kind: 1 = skull-front boxes, 2 = boxes in YuNet's framing (BOX_SCALE)
+ACTORS3D_VERSION = 2
 NEUTRAL_POSE3D = dict(yaw=0.0, pitch=0.0, roll=0.0, dx=0.0, dy=0.0, scale=1.0, light=1.0, side=0.0)
 _EYE = np.array([0.36, 0.22, 0.80])  # head3d's left eye centre; the right one mirrors it
 _HAIR_P = np.array([3, 3, 2, 2, 1.5, 1, 1, 0.25, 0.25]) / 14  # actors.HAIR: natural colours mostly

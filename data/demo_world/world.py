@@ -13,7 +13,7 @@ from avatar3d.mesh import write_glb
 from data.face_track import FACE_BOXES_FILE
 
 from .actors import render_actor, sample_identity, sample_pose
-from .actors3d import render_actor3d, sample_identity3d, sample_pose3d
+from .actors3d import ACTORS3D_VERSION, render_actor3d, sample_identity3d, sample_pose3d
 from .avatar_art import render_avatar
 from .avatars import AVATARS, MESH_BOXES, UNIT, au_to_rig, correspondence_json, sample_rig
 from .contact_sheet import make_contact_sheet
@@ -259,6 +259,6 @@ def make_world(out_dir, preset: str = "tiny", seed: int = 0, image_size: int = 6
               "Raw FEC answers are majority-correct with 0-2 dissenting annotators and no ties.",
     )
     if actors_3d > 0:  # only then: a default world's world.json stays as it was
-        summary.update(actors_3d=actors_3d, actors_3d_indices=actors3d)
+        summary.update(actors_3d=actors_3d, actors_3d_indices=actors3d, actors_3d_version=ACTORS3D_VERSION)
     (root / "world.json").write_text(json.dumps(summary, indent=1, sort_keys=True))
     return summary
