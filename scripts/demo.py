@@ -98,13 +98,13 @@ def make_world(world: Path, preset: str, seed: int, actors_3d: float = 0.0) -> f
     info = world / "world.json"
     if info.is_file():
         w = json.loads(info.read_text())
-        if (w.get("preset"), w.get("seed"), w.get("version"), w.get("actors_3d", 0.0),
-                w.get("actors_3d_version", 1) if actors_3d else None) == (
-                preset, seed, WORLD_VERSION, actors_3d, ACTORS3D_VERSION if actors_3d else None):
+        kind = w.get("actors_3d_version", 1)  # worlds without 3-D actors (and the first 3-D ones) have kind 1
+        if (w.get("preset"), w.get("seed"), w.get("version"), w.get("actors_3d", 0.0), kind) == (
+                preset, seed, WORLD_VERSION, actors_3d, ACTORS3D_VERSION if actors_3d else 1):
             print(f"[demo] world: {world} already made ({preset}, seed {seed}, 3-D actors {actors_3d})")
             return 0.0
         if (world.parent / "mae" / "summary.json").is_file():  # finished steps would be skipped on the new world
-            kind = f" of kind {w.get('actors_3d_version', 1)}" if w.get("actors_3d") else ""
+            kind = f" of kind {kind}" if w.get("actors_3d") else ""
             raise SystemExit(f"[demo] {world.parent} holds a run on another world ({w.get('preset')}, seed "
                              f"{w.get('seed')}, version {w.get('version')}, 3-D actors {w.get('actors_3d', 0.0)}"
                              f"{kind}); give this one its own --out, or delete that folder to re-run it")

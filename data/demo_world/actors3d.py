@@ -32,8 +32,9 @@ STYLES = ("bald", "short", "receding", "fringe")
 ACTOR3D_RENDER = RenderSettings(size=128, margin=1.3)
 # the face box is the projected front of the skull (crown to chin) scaled about its centre to the box
 # YuNet, test mode's detector, puts on these heads: width 0.92, height 0.87 (150 random faces at 128 px,
-# std 0.05; centres agree within 0.03 of the face size). The drawn actors' outline boxes already agree
-# with YuNet's (size 0.99), so both kinds of actor are framed as test mode frames a real face.
+# std 0.05; the centres agree on average, spread 0.03-0.04 of the face size). The drawn actors' outline
+# boxes already agree with YuNet's (size 0.99), so both kinds of actor are framed as test mode frames a
+# real face.
 # tests/test_actors3d.py checks the agreement.
 BOX_SCALE = (0.92, 0.87)
 # what a world made with 3-D actors records (world.json `actors_3d_version`), so a run does not reuse a world
