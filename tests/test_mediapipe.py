@@ -5,6 +5,9 @@ and the real Face Landmarker on a posed still (skipped when mediapipe or its mod
 from __future__ import annotations
 
 import copy
+import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -225,3 +228,61 @@ def test_driver_without_mediapipe_fails_before_the_models_load(tmp_path, monkeyp
                         mediapipe_model=str(tmp_path / "none.task"))
     with pytest.raises(mpf.MediaPipeUnavailable, match="driver=mediapipe: .*fetch_test_videos.py"):
         animate_main.run(cfg)
+
+
+
+def test_real_face_seeds_runs_each_missing_step_once_and_sums_up_over_seeds(tmp_path, monkeypatch):
+    import scripts.real_face_seeds as rfs
+    demo, out = tmp_path / "demo", tmp_path / "out"
+    for f in ["world/world.json", "mae/checkpoint-last.pth", "rig2img/checkpoint-best.pth", "clip.mp4"]:
+        (demo / f).parent.mkdir(parents=True, exist_ok=True)
+        (demo / f).write_text("{}")
+    figures = {0: (0.8, 0.6, 0.7, 0.35, 0.4), 1: (0.7, 0.2, 0.5, 0.25, 0.7)}  # acc, smile, blink, mean, jitter
+    ran = []
+
+    def fake_run(cmd):  # a step "runs" by writing the file that marks it done
+        ran.append(cmd)
+        arg = lambda key: next(str(c).split("=", 1)[1] for c in cmd if str(c).startswith(key + "="))  # noqa: E731
+        if cmd[1] == "train.py":
+            acc = figures[int(arg("seed"))][0]
+            write(Path(arg("output_dir")) / "summary.json", {"test": {"triplet_acc": acc}})
+        elif cmd[1] == "train_emb2rig_multichar.py":
+            write(Path(arg("output_dir")) / "summary.json", {})
+        elif cmd[1] == "animate.py":
+            write(Path(cmd[cmd.index("--out") + 1]) / "summary.json", {})
+        else:
+            target = Path(cmd[cmd.index("--out") + 1])
+            _, smile, blink, mean, jitter = figures[int(target.parent.name.removeprefix("seed"))]
+            head = {k: {"corr": v} for k, v in [("smile", smile), ("blink", blink), ("jaw", 0.0)]}
+            write(target / "comparison.json", {
+                "clip": {"headline": head, "mean_corr_moving": mean, "jitter_a_mean": jitter, "jitter_b_mean": 0.6},
+                "stills": {"ours": {"checks": [{"ok": True}, {"ok": False}]}}})
+        return 0.0
+
+    def write(path, obj):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(obj))
+
+    monkeypatch.setattr(rfs, "run", fake_run)
+    monkeypatch.setattr(rfs, "mediapipe_missing", lambda: None)
+    argv = ["real_face_seeds.py", "--demo", str(demo), "--clip", str(demo / "clip.mp4"), "--seeds", "0,1",
+            "--out", str(out), "epochs=12"]
+    monkeypatch.setattr(sys, "argv", argv)
+    rfs.main()
+    steps = ["train.py", "train_emb2rig_multichar.py", "animate.py", "scripts/compare_mediapipe.py"]
+    assert [c[1] for c in ran] == steps * 2
+    assert "epochs=12" in ran[0] and ran[0][-1] == "seed=0" and ran[4][-1] == "seed=1"
+    assert f"encoder={out / 'seed1' / 'expression' / 'checkpoint-best.pth'}" in ran[5]  # its own seed's encoder
+    s = json.loads((out / "seeds.json").read_text())["summary"]
+    assert s["smile"]["mean"] == pytest.approx(0.4) and s["smile"]["std"] == pytest.approx(np.sqrt(0.08))
+    half = 12.706 * np.sqrt(0.08) / np.sqrt(2)  # Student t, 1 degree of freedom
+    assert s["smile"]["ci95"] == pytest.approx([0.4 - half, 0.4 + half])
+    assert s["goals_met"] == {"smile": 1, "blink": 2, "mean": 1, "jitter": 1} and s["all_goals_met"] == 1
+    assert "| 1 | 0.700 | 0.20 | 0.50 | 0.00 | 0.25 | 0.70 / 0.60 | 1 of 2 |" in (out / "seeds.md").read_text()
+
+    ran.clear()  # run again: every step is done, nothing runs; other settings are refused
+    rfs.main()
+    assert ran == []
+    monkeypatch.setattr(sys, "argv", argv[:-1] + ["epochs=6"])
+    with pytest.raises(SystemExit, match="other settings"):
+        rfs.main()
