@@ -106,7 +106,8 @@ def document(res: dict) -> str:
                  f"{fmt('mean')} | {fmt('jitter_ours')} / {fmt('jitter_mediapipe')} | {fmt('stills_ok', 1)} |")
     ci = lambda c: f"{s[c]['ci95'][0]:+.2f} to {s[c]['ci95'][1]:+.2f}"  # noqa: E731
     g = s["goals_met"]
-    lines += ["", f"95% interval of the mean: smile {ci('smile')}, blink {ci('blink')}, mean {ci('mean')}.",
+    lines += ["", f"95% interval of the mean: smile {ci('smile')}, blink {ci('blink')}, mean {ci('mean')}." if n > 1
+              else "95% interval of the mean: needs two seeds or more.",
               f"Seeds meeting each goal: smile >= {GOALS['smile']} {g['smile']} of {n}, blink >= {GOALS['blink']} "
               f"{g['blink']} of {n}, mean >= {GOALS['mean']} {g['mean']} of {n}, jitter no higher than MediaPipe's "
               f"{g['jitter']} of {n}; all four {s['all_goals_met']} of {n}."]
