@@ -1,6 +1,6 @@
 """Ours against MediaPipe on a real clip, over stage-2 seeds: is a recipe's real-face result more than luck?
 
-    python scripts/demo.py --actors-3d 0.5 --out outputs/demo3d --no-baselines   # a world, its MAE and renderer
+    python scripts/demo.py --actors-3d 0.5 --out outputs/demo3d   # a world, its MAE and renderer
     python scripts/real_face_seeds.py --demo outputs/demo3d --seeds 0,1,2,3 epochs=12
 
 Reuses --demo's world, stage-1 MAE and stage-3a renderer (or --world / --mae / --renderer) and, per seed S,
@@ -10,9 +10,10 @@ on the clip, and `scripts/compare_mediapipe.py --avatar head`. Then OUT/seeds.md
 the test-triplet accuracy, the correlations with MediaPipe (smile, blink, jawOpen, the mean over moving
 controls), the jitter of each and the posed stills ordered right; over seeds the mean ± std, the 95%
 Student-t interval of the mean and how many seeds meet each goal (smile and blink >= 0.5, mean >= 0.3,
-jitter no higher than MediaPipe's). A seed whose comparison exists is not run again, so an interrupted
-run resumes; the settings are stored in seeds.json and different ones are refused. Needs mediapipe
-(requirements-mediapipe.txt). About 15 min per seed on 2 cores at 12 stage-2 epochs.
+jitter no higher than MediaPipe's), over every seed stored in OUT. A step whose output exists is not run
+again, so an interrupted run resumes (delete a seed's folder to re-run it whole: a later step is not re-run
+because an earlier one was); the settings are stored in seeds.json first and different ones are refused.
+Needs mediapipe (requirements-mediapipe.txt). About 15 min per seed on 2 cores at 12 stage-2 epochs.
 """
 from __future__ import annotations
 
@@ -55,19 +56,21 @@ def seed_commands(run_dir: Path, seed: int, world: Path, mae: Path, renderer: Pa
 
 def seed_figures(run_dir: Path) -> dict:
     """One seed's figures, read back from its stage-2 summary and its comparison."""
-    test = json.loads((run_dir / "expression" / "summary.json").read_text()).get("test", {})
+    test = json.loads((run_dir / "expression" / "summary.json").read_text()).get("test") or {}
     comp = json.loads((run_dir / "mediapipe" / "comparison.json").read_text())
     clip, head = comp["clip"], comp["clip"]["headline"]
     checks = comp.get("stills", {}).get("ours", {}).get("checks", [])
-    return {"test_acc": test.get("triplet_acc", float("nan")),
-            "smile": head["smile"]["corr"], "blink": head["blink"]["corr"], "jaw": head["jaw"]["corr"],
-            "mean": clip["mean_corr_moving"],
-            "jitter_ours": clip["jitter_a_mean"], "jitter_mediapipe": clip["jitter_b_mean"],
-            "stills_ok": sum(c["ok"] for c in checks) if checks else float("nan"),
+    num = lambda x: float("nan") if x is None else float(x)  # noqa: E731  (None: no control moved, e.g. flat curves)
+    return {"test_acc": num(test.get("triplet_acc")),
+            "smile": num(head["smile"]["corr"]), "blink": num(head["blink"]["corr"]), "jaw": num(head["jaw"]["corr"]),
+            "mean": num(clip["mean_corr_moving"]),
+            "jitter_ours": num(clip["jitter_a_mean"]), "jitter_mediapipe": num(clip["jitter_b_mean"]),
+            "stills_ok": float(sum(c["ok"] for c in checks)) if checks else float("nan"),
             "stills_total": len(checks)}
 
 
 def goals_met(f: dict) -> dict[str, bool]:
+    """Per goal, whether this seed meets it (a missing figure, NaN, does not)."""
     met = {k: bool(f[k] >= v) for k, v in GOALS.items()}
     met["jitter"] = bool(f["jitter_ours"] <= f["jitter_mediapipe"])
     return met
@@ -80,7 +83,7 @@ def summary(per_seed: dict[int, dict]) -> dict:
         v = [f[col] for f in per_seed.values()]
         m, s = stats(v)
         half = T95.get(len(v) - 1, 1.96) * s / np.sqrt(len(v)) if len(v) > 1 else float("inf")
-        out[col] = {"mean": m, "std": s, "ci95": [m - half, m + half]}
+        out[col] = {"mean": m, "std": s, "ci95": [m - half, m + half] if len(v) > 1 else None}
     met = [goals_met(f) for f in per_seed.values()]
     out["goals_met"] = {g: sum(x[g] for x in met) for g in [*GOALS, "jitter"]}
     out["all_goals_met"] = sum(all(x.values()) for x in met)
@@ -126,6 +129,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, help="default: DEMO/real_face_seeds")
     ap.add_argument("overrides", nargs="*", help="stage-2 key=value overrides, e.g. epochs=12")
     a = ap.parse_args()
+    a.demo = a.demo if a.demo.is_absolute() else ROOT / a.demo  # as scripts/demo.py --out
     world = (a.world or a.demo / "world").resolve()
     mae = (a.mae or a.demo / "mae" / "checkpoint-last.pth").resolve()
     renderer = (a.renderer or a.demo / "rig2img" / "checkpoint-best.pth").resolve()
@@ -137,6 +141,8 @@ def main() -> None:
                              "the clip comes from scripts/fetch_test_videos.py)")
     if why := mediapipe_missing():
         raise SystemExit(f"[seeds] {why}")
+    if bad := [o for o in a.overrides if "=" not in o]:
+        raise SystemExit(f"[seeds] stage-2 overrides are key=value, got {bad} (seeds go in --seeds 0,1,2)")
     if any(o.split("=", 1)[0] in ("seed", "output_dir", "data_root", "pretrained") for o in a.overrides):
         raise SystemExit("[seeds] seed, output_dir, data_root and pretrained are set by this script; use --seeds, "
                          "--out, --world and --mae")
@@ -147,6 +153,8 @@ def main() -> None:
     if res["settings"] != settings:
         raise SystemExit(f"[seeds] {res_file} holds runs with other settings ({res['settings']}); give this one "
                          "its own --out")
+    out.mkdir(parents=True, exist_ok=True)
+    res_file.write_text(json.dumps(res, indent=1))  # settings first: a run stopped in its first seed holds a re-run
     for seed in [int(x) for x in a.seeds.split(",")]:
         run_dir = out / f"seed{seed}"
         for cmd, done in seed_commands(run_dir, seed, world, mae, renderer, a.clip.resolve(), a.avatar, a.overrides):
@@ -154,7 +162,6 @@ def main() -> None:
                 run(cmd)
         res["per_seed"][str(seed)] = seed_figures(run_dir)
         res["summary"] = summary(res["per_seed"])
-        out.mkdir(parents=True, exist_ok=True)
         res_file.write_text(json.dumps(res, indent=1))
         (out / "seeds.md").write_text(document(res))
     print((out / "seeds.md").read_text())

@@ -280,9 +280,33 @@ def test_real_face_seeds_runs_each_missing_step_once_and_sums_up_over_seeds(tmp_
     assert s["goals_met"] == {"smile": 1, "blink": 2, "mean": 1, "jitter": 1} and s["all_goals_met"] == 1
     assert "| 1 | 0.700 | 0.20 | 0.50 | 0.00 | 0.25 | 0.70 / 0.60 | 1 of 2 |" in (out / "seeds.md").read_text()
 
-    ran.clear()  # run again: every step is done, nothing runs; other settings are refused
+    assert f"data_root={demo / 'world'}" in ran[0] and f"pretrained={demo / 'mae' / 'checkpoint-last.pth'}" in ran[0]
+    assert f"renderer={demo / 'rig2img' / 'checkpoint-best.pth'}" in ran[1] and str(demo / "clip.mp4") in ran[2]
+
+    ran.clear()  # run again with seed 1 half done: only its missing steps run
+    (out / "seed1" / "test_mode" / "summary.json").unlink()
+    (out / "seed1" / "mediapipe" / "comparison.json").unlink()
+    rfs.main()
+    assert [c[1] for c in ran] == steps[2:] and str(out / "seed1" / "test_mode") in ran[0]
+    ran.clear()
     rfs.main()
     assert ran == []
-    monkeypatch.setattr(sys, "argv", argv[:-1] + ["epochs=6"])
+    monkeypatch.setattr(sys, "argv", argv[:-1] + ["epochs=6"])  # other settings are refused
     with pytest.raises(SystemExit, match="other settings"):
+        rfs.main()
+
+    class Stopped(Exception):
+        pass
+
+    def stops(cmd):  # a first run stopped in its first seed still holds a re-run to its settings
+        raise Stopped
+    monkeypatch.setattr(rfs, "run", stops)
+    monkeypatch.setattr(sys, "argv", [*argv[:-3], "--out", str(tmp_path / "out2"), "epochs=12"])
+    with pytest.raises(Stopped):
+        rfs.main()
+    monkeypatch.setattr(sys, "argv", [*argv[:-3], "--out", str(tmp_path / "out2"), "epochs=6"])
+    with pytest.raises(SystemExit, match="other settings"):
+        rfs.main()
+    monkeypatch.setattr(sys, "argv", [*argv[:-1], "1"])  # a stray seed, not key=value
+    with pytest.raises(SystemExit, match="key=value"):
         rfs.main()
