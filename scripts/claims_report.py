@@ -31,13 +31,19 @@ def pm(values, digits: int = 3) -> str:
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 
 
+def half_width95(values) -> float:
+    """Half-width of the 95% confidence interval of the mean (Student t); inf with fewer than two values."""
+    n = len(values)
+    return T95.get(n - 1, 1.96) * stats(values)[1] / np.sqrt(n) if n > 1 else float("inf")
+
+
 def paired(diffs: list[float], digits: int = 4) -> tuple[str, float, str]:
     """('mean ± std (per seed: ...; 95% CI)', mean, strength) of per-seed paired differences. strength:
     'shown' when the 95% confidence interval of the mean (Student t over the seeds) excludes zero;
     'same sign' when every seed's difference has one sign but the interval still covers zero; else 'none'."""
     m, s = stats(diffs)
     per = ", ".join(f"{x:+.{digits}f}" for x in diffs)
-    half = T95.get(len(diffs) - 1, 1.96) * s / np.sqrt(len(diffs)) if len(diffs) > 1 else float("inf")
+    half = half_width95(diffs)
     same = all(x > 1e-6 for x in diffs) or all(x < -1e-6 for x in diffs)
     strength = "shown" if abs(m) > half and same else "same sign" if same else "none"
     ci = f"95% CI {m - half:+.{digits}f} to {m + half:+.{digits}f}"

@@ -56,12 +56,15 @@ QUICK = {
 }
 
 
-def steps(out: Path, world: Path, baselines: bool, video: Path | None = None, quick: bool = False) -> list[Step]:
-    """The pipeline, each step's command with its paths under `out`."""
+def steps(out: Path, world: Path, baselines: bool, video: Path | None = None, quick: bool = False,
+          mae: Path | None = None, renderer: Path | None = None, stage2: list[str] | None = None) -> list[Step]:
+    """The pipeline, each step's command with its paths under `out`. `mae` / `renderer`: the stage-1 / 3a
+    checkpoints the later steps use (default: this run's own); `stage2`: extra stage-2 overrides (last)."""
     q = {k: v if quick else [] for k, v in QUICK.items()}
     fetch = video is None
     video = video or ROOT / ".cache" / "test_videos" / REAL_VIDEO
-    enc, ren = out / "expression" / "checkpoint-best.pth", out / "rig2img" / "checkpoint-best.pth"
+    mae = mae or out / "mae" / "checkpoint-last.pth"
+    enc, ren = out / "expression" / "checkpoint-best.pth", renderer or out / "rig2img" / "checkpoint-best.pth"
     e2r = [f"output_dir={out / 'emb2rig'}", f"data_root={world}", f"encoder={enc}", f"renderer={ren}", *q["emb2rig"]]
     transfer = [PY, "scripts/evaluate_transfer.py", "configs/demo/emb2rig.yaml", *e2r, "--out", str(out / "transfer")]
     return [
@@ -69,8 +72,7 @@ def steps(out: Path, world: Path, baselines: bool, video: Path | None = None, qu
                      f"train_roots=[{world / 'faces/train'}]", f"val_roots=[{world / 'faces/val'}]", *q["mae"]],
              out / "mae" / "summary.json"),
         Step("expression", [PY, "train.py", "configs/demo/expression.yaml", f"output_dir={out / 'expression'}",
-                            f"data_root={world}", f"pretrained={out / 'mae' / 'checkpoint-last.pth'}",
-                            *q["expression"]],
+                            f"data_root={world}", f"pretrained={mae}", *q["expression"], *(stage2 or [])],
              out / "expression" / "summary.json"),
         Step("embedding_plot", [PY, "scripts/embed.py", str(enc), str(world / "faces" / "test"),
                                 "--out", str(out / "embeddings" / "test_actors.npz"),

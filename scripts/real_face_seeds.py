@@ -22,36 +22,25 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from animate.mediapipe_face import unavailable as mediapipe_missing  # noqa: E402
-from scripts.claims_report import T95, stats  # noqa: E402
-from scripts.demo import PY, REAL_VIDEO, run  # noqa: E402
+from scripts.claims_report import half_width95, stats  # noqa: E402
+from scripts.demo import PY, REAL_VIDEO, Step, run, steps  # noqa: E402
 
 GOALS = {"smile": 0.5, "blink": 0.5, "mean": 0.3}  # correlation with MediaPipe; jitter: ours <= MediaPipe's
 COLUMNS = ["test_acc", "smile", "blink", "jaw", "mean", "jitter_ours", "jitter_mediapipe", "stills_ok"]
 
 
-def seed_commands(run_dir: Path, seed: int, world: Path, mae: Path, renderer: Path, clip: Path, avatar: str,
-                  overrides: list[str]) -> list[tuple[list, Path]]:
-    """The four steps of one seed, each with the file that marks it done."""
-    enc = run_dir / "expression" / "checkpoint-best.pth"
-    return [
-        ([PY, "train.py", "configs/demo/expression.yaml", f"output_dir={run_dir / 'expression'}",
-          f"data_root={world}", f"pretrained={mae}", *overrides, f"seed={seed}"],
-         run_dir / "expression" / "summary.json"),
-        ([PY, "train_emb2rig_multichar.py", "configs/demo/emb2rig.yaml", f"output_dir={run_dir / 'emb2rig'}",
-          f"data_root={world}", f"encoder={enc}", f"renderer={renderer}"],
-         run_dir / "emb2rig" / "summary.json"),
-        ([PY, "animate.py", str(clip), "--pretrained", str(run_dir / "emb2rig" / "checkpoint-best.pth"),
-          "--out", str(run_dir / "test_mode")],
-         run_dir / "test_mode" / "summary.json"),
-        ([PY, "scripts/compare_mediapipe.py", str(run_dir / "test_mode"), "--avatar", avatar,
-          "--out", str(run_dir / "mediapipe")],
-         run_dir / "mediapipe" / "comparison.json"),
-    ]
+def seed_steps(run_dir: Path, seed: int, world: Path, mae: Path, renderer: Path, clip: Path, avatar: str,
+               overrides: list[str]) -> list[Step]:
+    """The four steps of one seed: the demo's stage 2 (with the seed), 3b and test mode, then the comparison
+    on `avatar` (without the demo's comparison on the world, which needs its transfer evaluation)."""
+    demo = {st.name: st for st in steps(run_dir, world, baselines=False, video=clip, mae=mae, renderer=renderer,
+                                        stage2=[*overrides, f"seed={seed}"])}
+    compare = Step("mediapipe", [PY, "scripts/compare_mediapipe.py", str(run_dir / "test_mode"), "--avatar", avatar,
+                                 "--out", str(run_dir / "mediapipe")], run_dir / "mediapipe" / "comparison.json")
+    return [demo["expression"], demo["emb2rig"], demo["test_mode"], compare]
 
 
 def seed_figures(run_dir: Path) -> dict:
@@ -76,13 +65,13 @@ def goals_met(f: dict) -> dict[str, bool]:
     return met
 
 
-def summary(per_seed: dict[int, dict]) -> dict:
+def summary(per_seed: dict[str, dict]) -> dict:
     """Mean, std and 95% t-interval of each figure over the seeds, and how many seeds meet each goal."""
     out = {}
     for col in COLUMNS:
         v = [f[col] for f in per_seed.values()]
         m, s = stats(v)
-        half = T95.get(len(v) - 1, 1.96) * s / np.sqrt(len(v)) if len(v) > 1 else float("inf")
+        half = half_width95(v)
         out[col] = {"mean": m, "std": s, "ci95": [m - half, m + half] if len(v) > 1 else None}
     met = [goals_met(f) for f in per_seed.values()]
     out["goals_met"] = {g: sum(x[g] for x in met) for g in [*GOALS, "jitter"]}
@@ -134,8 +123,9 @@ def main() -> None:
     mae = (a.mae or a.demo / "mae" / "checkpoint-last.pth").resolve()
     renderer = (a.renderer or a.demo / "rig2img" / "checkpoint-best.pth").resolve()
     out = (a.out or a.demo / "real_face_seeds").resolve()
+    clip = a.clip.resolve()
     for path, what in [(world / "world.json", "the demo world"), (mae, "the stage-1 MAE checkpoint"),
-                       (renderer, "the stage-3a renderer checkpoint"), (a.clip, "the clip")]:
+                       (renderer, "the stage-3a renderer checkpoint"), (clip, "the clip")]:
         if not path.is_file():
             raise SystemExit(f"[seeds] {what} not found: {path} (run scripts/demo.py first, or pass its path; "
                              "the clip comes from scripts/fetch_test_videos.py)")
@@ -146,7 +136,7 @@ def main() -> None:
     if any(o.split("=", 1)[0] in ("seed", "output_dir", "data_root", "pretrained") for o in a.overrides):
         raise SystemExit("[seeds] seed, output_dir, data_root and pretrained are set by this script; use --seeds, "
                          "--out, --world and --mae")
-    settings = {"world": str(world), "mae": str(mae), "renderer": str(renderer), "clip": str(a.clip.resolve()),
+    settings = {"world": str(world), "mae": str(mae), "renderer": str(renderer), "clip": str(clip),
                 "avatar": a.avatar, "overrides": a.overrides}
     res_file = out / "seeds.json"
     res = json.loads(res_file.read_text()) if res_file.is_file() else {"settings": settings, "per_seed": {}}
@@ -157,9 +147,9 @@ def main() -> None:
     res_file.write_text(json.dumps(res, indent=1))  # settings first: a run stopped in its first seed holds a re-run
     for seed in [int(x) for x in a.seeds.split(",")]:
         run_dir = out / f"seed{seed}"
-        for cmd, done in seed_commands(run_dir, seed, world, mae, renderer, a.clip.resolve(), a.avatar, a.overrides):
-            if not done.is_file():
-                run(cmd)
+        for step in seed_steps(run_dir, seed, world, mae, renderer, clip, a.avatar, a.overrides):
+            if not step.complete():
+                run(step.cmd)
         res["per_seed"][str(seed)] = seed_figures(run_dir)
         res["summary"] = summary(res["per_seed"])
         res_file.write_text(json.dumps(res, indent=1))

@@ -230,7 +230,6 @@ def test_driver_without_mediapipe_fails_before_the_models_load(tmp_path, monkeyp
         animate_main.run(cfg)
 
 
-
 def test_real_face_seeds_runs_each_missing_step_once_and_sums_up_over_seeds(tmp_path, monkeypatch):
     import scripts.real_face_seeds as rfs
     demo, out = tmp_path / "demo", tmp_path / "out"
